@@ -1,0 +1,47 @@
+# Quick start: `make demo` and `make test`; both set up .venv first if needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+DEMO_DIR ?= $(CURDIR)/demo_data
+PKG_SOURCES := $(shell find sslam_plugin -name '*.py') setup.py
+
+.PHONY: venv demo demo-data test clean-demo
+
+venv: $(VENV)/.installed
+
+# The pinned stack. fairseq-fixed builds against the installed torch, so it
+# comes second and without build isolation (isolation would fetch another torch).
+$(VENV)/.stack:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+	$(PIP) install torch==2.11.0 torchaudio==2.11.0 numpy cython soundfile submitit pytest
+	$(PIP) install --no-build-isolation fairseq-fixed==0.12.3.1
+	touch $@
+
+# A regular (non-editable) install: fairseq finds `common.user_dir: sslam_plugin`
+# in site-packages from whatever folder hydra runs in.
+$(VENV)/.installed: $(VENV)/.stack $(PKG_SOURCES)
+	$(PIP) install --no-deps --no-build-isolation --force-reinstall .
+	rm -rf build *.egg-info
+	touch $@
+
+$(DEMO_DIR)/manifests/train.tsv: scripts/make_demo_data.py | $(VENV)/.stack
+	$(PY) scripts/make_demo_data.py $(DEMO_DIR)
+
+demo-data: $(DEMO_DIR)/manifests/train.tsv
+
+demo: venv demo-data
+	rm -rf $(DEMO_DIR)/runs/stage1
+	PYTHONUNBUFFERED=1 $(VENV)/bin/fairseq-hydra-train --config-dir config/pretrain --config-name demo_stage1 \
+		task.data=$(DEMO_DIR)/manifests hydra.run.dir=$(DEMO_DIR)/runs/stage1
+	@echo "stage 1 checkpoint: $(DEMO_DIR)/runs/stage1/checkpoints/checkpoint_last.pt"
+	@echo "training log:       $(DEMO_DIR)/runs/stage1/hydra_train.log"
+
+test: venv
+	$(PY) -m pytest -q tests
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,103 @@
+"""Parameter names of official EAT / SSLAM (fairseq ``data2vec_multi``) checkpoints.
+
+This package names its modules for what they are (``encoder.patch_embed``,
+``encoder.cls_token``); official checkpoints use data2vec 2.0's multi-modal
+layout (``modality_encoders.IMAGE.local_encoder.proj``, ``extra_tokens``) with
+the EMA teacher nested under ``_ema``. These functions translate both ways so
+official checkpoints load directly and ours load into the official code.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Tuple
+
+import torch
+
+__all__ = [
+    "CheckpointLayoutError",
+    "encoder_to_official",
+    "encoder_from_official",
+    "pretrainer_to_official",
+    "pretrainer_from_official",
+]
+
+_IMAGE = "modality_encoders.IMAGE."
+
+# (our encoder name or prefix, official name or prefix)
+_ENCODER_NAMES: Tuple[Tuple[str, str], ...] = (
+    ("patch_embed.proj.", _IMAGE + "local_encoder.proj."),
+    ("pos_embed", _IMAGE + "fixed_positional_encoder.positions"),
+    ("cls_token", _IMAGE + "extra_tokens"),
+    ("input_norm.", _IMAGE + "context_encoder.norm."),
+    ("blocks.", "blocks."),
+)
+_DECODER_PREFIX = ("decoder.", _IMAGE + "decoder.")
+_TEACHER_KEY = "_ema"
+
+
+class CheckpointLayoutError(KeyError):
+    """Keys that belong to no known layout; the message lists them."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+def _rename(name: str, table: Tuple[Tuple[str, str], ...], forward: bool) -> str:
+    for ours, theirs in table:
+        src, dst = (ours, theirs) if forward else (theirs, ours)
+        if name == src or (src.endswith(".") and name.startswith(src)):
+            return dst + name[len(src) :]
+    raise KeyError(name)
+
+
+def _rename_all(
+    state: Mapping[str, torch.Tensor], table: Tuple[Tuple[str, str], ...], forward: bool, what: str
+) -> Dict[str, torch.Tensor]:
+    out: Dict[str, torch.Tensor] = {}
+    unknown: List[str] = []
+    for name, value in state.items():
+        try:
+            out[_rename(name, table, forward)] = value
+        except KeyError:
+            unknown.append(name)
+    if unknown:
+        raise CheckpointLayoutError(f"{what}: unrecognised parameter names: {sorted(unknown)}")
+    return out
+
+
+def encoder_to_official(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Our ``AudioEncoder`` state dict -> official names."""
+    return _rename_all(state, _ENCODER_NAMES, True, "encoder")
+
+
+def encoder_from_official(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Official encoder names (no decoder, no ``_ema``) -> our ``AudioEncoder`` names."""
+    return _rename_all(state, _ENCODER_NAMES, False, "official encoder")
+
+
+def pretrainer_to_official(state: Mapping[str, torch.Tensor]) -> Dict[str, object]:
+    """``BootstrapPretrainer`` state dict -> official layout, teacher under ``_ema``."""
+    table = tuple(("encoder." + a, b) for a, b in _ENCODER_NAMES) + (_DECODER_PREFIX,)
+    student = {k: v for k, v in state.items() if not k.startswith("teacher.")}
+    teacher = {k[len("teacher.encoder.") :]: v for k, v in state.items() if k.startswith("teacher.encoder.")}
+    out: Dict[str, object] = dict(_rename_all(student, table, True, "pretrainer"))
+    out[_TEACHER_KEY] = encoder_to_official(teacher)
+    return out
+
+
+def pretrainer_from_official(state: Mapping[str, object]) -> Dict[str, torch.Tensor]:
+    """Official pre-training state dict -> ``BootstrapPretrainer`` names.
+
+    Without ``_ema`` (a fine-tuned or exported student), the teacher starts as a
+    copy of the student.
+    """
+    table = tuple(("encoder." + a, b) for a, b in _ENCODER_NAMES) + (_DECODER_PREFIX,)
+    student_state = {k: v for k, v in state.items() if k != _TEACHER_KEY}
+    out = _rename_all(student_state, table, False, "official checkpoint")
+    teacher = state.get(_TEACHER_KEY)
+    if teacher is None:
+        teacher_enc = {k[len("encoder.") :]: v for k, v in out.items() if k.startswith("encoder.")}
+    else:
+        teacher_enc = encoder_from_official(teacher)  # type: ignore[arg-type]
+    out.update({"teacher.encoder." + k: v for k, v in teacher_enc.items()})
+    return out

@@ -1,0 +1,201 @@
+"""Masked latent bootstrapping (EAT, SSLAM stage 1) as a plain PyTorch module.
+
+The student sees only the kept patches of ``clone_batch`` masked copies of each
+clip; the CNN decoder predicts, at the masked patches, the EMA teacher's targets
+for the full clip (frame loss); the student's CLS output regresses the mean of
+those targets (utterance loss).
+
+Dimensions: B = clips, C = clone_batch, N = B * C student sequences,
+T = frames, M = mel bins, L = patches, D = width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from .decoder import ConvDecoder2d, DecoderConfig, scatter_to_grid
+from .ema import EMATeacher, ema_decay_at
+from .encoder import AudioEncoder, EncoderConfig, gather_kept
+from .losses import regression_loss
+from .targets import average_layer_targets, compute_var
+
+__all__ = ["PretrainingConfig", "PretrainingOutput", "BootstrapPretrainer"]
+
+
+@dataclass
+class PretrainingConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    clone_batch: int = field(default=16, metadata={"help": "masked copies of each clip in the student batch"})
+    average_top_k_layers: int = field(default=12, metadata={"help": "teacher layers averaged into frame targets"})
+    utterance_target_layers: Optional[int] = field(
+        default=None,
+        metadata={"help": "teacher layers averaged into utterance targets (None: average_top_k_layers)"},
+    )
+    instance_norm_target_layer: bool = field(default=True, metadata={"help": "instance-norm each target layer"})
+    layer_norm_target_layer: bool = field(default=False, metadata={"help": "layer-norm each target layer"})
+    layer_norm_targets: bool = field(default=True, metadata={"help": "layer-norm the averaged target"})
+    loss_beta: float = field(default=0.0, metadata={"help": "smooth L1 beta; 0 = MSE"})
+    loss_scale: Optional[float] = field(default=None, metadata={"help": "loss scale; None = 1/sqrt(width)"})
+    ema_decay: float = field(default=0.9998, metadata={"help": "teacher EMA decay at update 0"})
+    ema_end_decay: float = field(default=0.99999, metadata={"help": "teacher EMA decay after annealing"})
+    ema_anneal_end_step: int = field(default=100000, metadata={"help": "updates over which the decay anneals"})
+
+    def validate(self) -> None:
+        self.encoder.validate()
+        self.decoder.validate(self.encoder.embed_dim)
+        if self.clone_batch < 1:
+            raise ValueError(f"clone_batch must be >= 1, got {self.clone_batch}")
+        if self.average_top_k_layers < 1:
+            raise ValueError(f"average_top_k_layers must be >= 1, got {self.average_top_k_layers}")
+        for name in ("ema_decay", "ema_end_decay"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+class PretrainingOutput(NamedTuple):
+    losses: Dict[str, torch.Tensor]  # named scalar loss sums, before division by sample_size
+    sample_size: torch.Tensor  # number of masked patches in the student batch
+    logs: Dict[str, torch.Tensor]  # extra scalars to log
+
+
+class StudentPrediction(NamedTuple):
+    cls: torch.Tensor  # (N, D) CLS outputs
+    frames: torch.Tensor  # (N, L, D) decoder predictions on the full grid
+
+
+class BootstrapPretrainer(nn.Module):
+    def __init__(self, cfg: PretrainingConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.encoder = AudioEncoder(cfg.encoder)
+        self.decoder = ConvDecoder2d(cfg.decoder, cfg.encoder.embed_dim)
+        self.teacher = EMATeacher(self.encoder)
+        self.ema_decay = cfg.ema_decay
+
+    # ----------------------------------------------------------------- teacher
+    def ema_step(self, num_updates: int) -> None:
+        """Move the teacher toward the student, with the decay for this update."""
+        self.ema_decay = ema_decay_at(
+            num_updates, self.cfg.ema_decay, self.cfg.ema_end_decay, self.cfg.ema_anneal_end_step
+        )
+        if self.ema_decay < 1.0:
+            self.teacher.update(self.encoder, self.ema_decay)
+
+    @torch.no_grad()
+    def teacher_layers(self, fbank: torch.Tensor) -> List[torch.Tensor]:
+        """Per-layer teacher representations of the full clips: depth x (B, L, D)."""
+        dtype = fbank.dtype
+        with torch.autocast(fbank.device.type, dtype=dtype, enabled=dtype in (torch.float16, torch.bfloat16)):
+            return self.teacher.encoder(fbank.float(), return_targets=True).layer_targets
+
+    def frame_targets(self, layers: List[torch.Tensor]) -> torch.Tensor:
+        """(B, L, D) targets from the top-K layers."""
+        return average_layer_targets(
+            layers,
+            self.cfg.average_top_k_layers,
+            self.cfg.instance_norm_target_layer,
+            self.cfg.layer_norm_target_layer,
+            self.cfg.layer_norm_targets,
+        )
+
+    def utterance_targets(self, layers: List[torch.Tensor], frame_targets: torch.Tensor) -> torch.Tensor:
+        """(B, D): mean over patches of the utterance target layers."""
+        k = self.cfg.utterance_target_layers
+        if k is None or k == self.cfg.average_top_k_layers:
+            return frame_targets.mean(dim=1)
+        return average_layer_targets(
+            layers, k, self.cfg.instance_norm_target_layer, self.cfg.layer_norm_target_layer, self.cfg.layer_norm_targets
+        ).mean(dim=1)
+
+    # ----------------------------------------------------------------- student
+    def student(
+        self,
+        fbank: torch.Tensor,
+        mask: torch.Tensor,
+        noise_generator: Optional[torch.Generator] = None,
+    ) -> StudentPrediction:
+        """Encode the kept patches of every masked copy and decode the full grid.
+
+        Args:
+            fbank: (B, 1, T, M).
+            mask: (B * C, L) bool, True = masked, copies of a clip adjacent.
+        """
+        b = fbank.shape[0]
+        clones = self.clones_of(mask, b)
+        grid = self.encoder.patch_grid(fbank.shape[2])
+        patches = self.encoder.embed(fbank).repeat_interleave(clones, dim=0)  # (B, L, D) -> (N, L, D)
+        x = self.encoder.contextualize(gather_kept(patches, mask)).x  # (N, 1 + K, D)
+        dec_in = scatter_to_grid(x[:, 1:], mask, self.cfg.decoder.mask_noise_std, noise_generator)
+        return StudentPrediction(cls=x[:, 0], frames=self.decoder(dec_in, grid))
+
+    @staticmethod
+    def clones_of(mask: torch.Tensor, clips: int) -> int:
+        if mask.dim() != 2 or mask.shape[0] % clips:
+            raise ValueError(
+                f"mask must be (clips * clone_batch, patches) with {clips} clips, got {tuple(mask.shape)}"
+            )
+        return mask.shape[0] // clips
+
+    # ------------------------------------------------------------------ losses
+    def bootstrap_losses(
+        self,
+        pred: StudentPrediction,
+        frame_targets: torch.Tensor,
+        utterance_targets: torch.Tensor,
+        mask: torch.Tensor,
+        sample_size: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Frame loss at masked patches and utterance loss on CLS, both summed.
+
+        Args:
+            frame_targets: (B, L, D); utterance_targets: (B, D); repeated per copy here.
+            sample_size: masked patches of the whole student batch; the utterance
+                loss is multiplied by it so that it keeps its weight after the
+                trainer divides everything by the sample size.
+
+        Returns:
+            (frame loss sum, utterance loss sum), float32 scalars.
+        """
+        clones = self.clones_of(mask, frame_targets.shape[0])
+        frame_targets = frame_targets.repeat_interleave(clones, dim=0)  # (B, L, D) -> (N, L, D)
+        utterance_targets = utterance_targets.repeat_interleave(clones, dim=0)  # (B, D) -> (N, D)
+        frame = self._loss(pred.frames[mask], frame_targets[mask]).sum()
+        utterance = self._loss(pred.cls, utterance_targets).sum() * sample_size
+        return frame, utterance
+
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return regression_loss(pred, target, self.cfg.loss_beta, self.cfg.loss_scale)
+
+    # ----------------------------------------------------------------- forward
+    def forward(
+        self,
+        fbank: torch.Tensor,
+        mask: torch.Tensor,
+        noise_generator: Optional[torch.Generator] = None,
+    ) -> PretrainingOutput:
+        """One stage-1 step's losses.
+
+        Args:
+            fbank: (B, 1, T, M) normalised log-mel features.
+            mask: (B * C, L) bool, True = masked.
+        """
+        mask = mask.bool()
+        pred = self.student(fbank, mask, noise_generator)
+        layers = self.teacher_layers(fbank)
+        frame_t = self.frame_targets(layers)
+        utt_t = self.utterance_targets(layers, frame_t)
+        sample_size = mask.sum()
+        frame, utterance = self.bootstrap_losses(pred, frame_t, utt_t, mask, sample_size)
+        logs = self.variance_logs(pred.frames[mask], frame_t)
+        logs["masked_pct"] = mask.float().mean().detach()
+        return PretrainingOutput({"frame": frame, "utterance": utterance}, sample_size, logs)
+
+    @torch.no_grad()
+    def variance_logs(self, masked_pred: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {"pred_var": compute_var(masked_pred), "target_var": compute_var(targets)}

@@ -1,0 +1,74 @@
+"""The registered criterion: a weighted sum of the model's named loss terms."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+import torch
+from fairseq import metrics
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import FairseqDataclass
+
+__all__ = ["SSLAMWeightedLossesConfig", "SSLAMWeightedLossesCriterion"]
+
+
+@dataclass
+class SSLAMWeightedLossesConfig(FairseqDataclass):
+    loss_weights: Dict[str, float] = field(
+        default_factory=dict, metadata={"help": "weight of each named loss term (default 1)"}
+    )
+    log_keys: List[str] = field(
+        default_factory=lambda: ["pred_var", "target_var", "ema_decay", "masked_pct"],
+        metadata={"help": "model logs to record"},
+    )
+
+
+@register_criterion("sslam_weighted_losses", dataclass=SSLAMWeightedLossesConfig)
+class SSLAMWeightedLossesCriterion(FairseqCriterion):
+    """``loss = sum_k weight_k * loss_k``; fairseq divides by ``sample_size`` (masked patches).
+
+    Each term is logged on its own (base 2, per masked patch, like the total).
+    """
+
+    def __init__(self, cfg: SSLAMWeightedLossesConfig, task):
+        super().__init__(task)
+        self.loss_weights = dict(cfg.loss_weights)
+        self.log_keys = list(cfg.log_keys)
+
+    def forward(self, model, sample, reduce: bool = True):
+        out = model(**sample["net_input"])
+        sample_size = out["sample_size"]
+        unknown = set(self.loss_weights) - set(out["losses"])
+        if unknown:
+            raise KeyError(
+                f"criterion.loss_weights names {sorted(unknown)}, but the model returns {sorted(out['losses'])}"
+            )
+        loss = 0.0
+        log = {"sample_size": float(sample_size), "nsentences": sample["id"].numel()}
+        for name, term in out["losses"].items():
+            weighted = term.float() * self.loss_weights.get(name, 1.0)
+            loss = loss + weighted
+            log[f"loss_{name}"] = weighted.item()
+        log["loss"] = loss.item()
+        for key in self.log_keys:
+            if key in out["logs"]:
+                log[key] = float(out["logs"][key])
+        return loss, sample_size, log
+
+    @staticmethod
+    def reduce_metrics(logging_outputs) -> None:
+        sample_size = max(sum(log.get("sample_size", 0) for log in logging_outputs), 1.0)
+        metrics.log_scalar("sample_size", sample_size)
+        keys = set().union(*(log.keys() for log in logging_outputs)) if logging_outputs else set()
+        for key in sorted(keys):
+            values = [log[key] for log in logging_outputs if key in log]
+            if key == "loss" or key.startswith("loss_"):
+                metrics.log_scalar(key, sum(values) / sample_size / math.log(2), sample_size, round=4)
+            elif key not in ("sample_size", "nsentences", "ntokens"):
+                metrics.log_scalar(key, sum(values) / len(values), round=4)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return False

@@ -1,0 +1,123 @@
+"""fairseq dataset: manifest clips -> normalised fbank images plus inverse block masks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List
+
+import numpy as np
+import torch
+from fairseq.data import FairseqDataset
+
+from ..data import AudioLoadError, Manifest, load_audio
+from ..features import FbankConfig, waveform_to_features
+from ..masking import inverse_block_mask, mask_rng
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FbankMaskDataset"]
+
+
+class FbankMaskDataset(FairseqDataset):
+    """Each item: ``source`` (1, T, M) features and ``mask`` (clone_batch, L) bool, True = masked.
+
+    Masks depend only on (seed, epoch, index). A clip that cannot be read is
+    replaced by the next readable clip of the manifest (logged with its path),
+    so one bad file does not stop a long run.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        fbank: FbankConfig,
+        patch_size: int,
+        clone_batch: int,
+        mask_ratio: float,
+        mask_ratio_adjust: float,
+        mask_block_size: int,
+        seed: int,
+        max_substitutions: int = 20,
+    ):
+        super().__init__()
+        if fbank.target_length % patch_size or fbank.num_mel_bins % patch_size:
+            raise ValueError(
+                f"task.target_length ({fbank.target_length}) and the mel bins ({fbank.num_mel_bins}) "
+                f"must be multiples of the patch size ({patch_size})"
+            )
+        self.manifest = manifest
+        self.fbank = fbank
+        self.grid = (fbank.target_length // patch_size, fbank.num_mel_bins // patch_size)
+        self.clone_batch = clone_batch
+        self.mask_ratio = mask_ratio
+        self.mask_ratio_adjust = mask_ratio_adjust
+        self.mask_block_size = mask_block_size
+        self.seed = seed
+        self.epoch = 1
+        self.max_substitutions = max_substitutions
+        self.failed: List[str] = []
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def can_reuse_epoch_itr_across_epochs(self) -> bool:
+        return False  # masks and order change every epoch
+
+    def features(self, index: int) -> torch.Tensor:
+        """(1, T, M) features of clip ``index``; raises AudioLoadError."""
+        path = self.manifest.full_path(index)
+        waveform, sample_rate = load_audio(path)
+        try:
+            fbank = waveform_to_features(waveform, sample_rate, self.fbank)
+        except ValueError as err:
+            raise AudioLoadError(f"{path}: {err}") from err
+        return fbank.unsqueeze(0)
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        source = None
+        for attempt in range(self.max_substitutions + 1):
+            candidate = (index + attempt) % len(self)
+            try:
+                source = self.features(candidate)
+                break
+            except AudioLoadError as err:
+                self.failed.append(str(self.manifest.full_path(candidate)))
+                logger.warning("skipping unreadable clip (substituting the next one): %s", err)
+        if source is None:
+            raise RuntimeError(
+                f"{self.max_substitutions + 1} consecutive clips from index {index} of "
+                f"{self.manifest.path} could not be read; check the manifest with scripts/validate_manifest.py"
+            )
+        mask = inverse_block_mask(
+            self.grid,
+            self.clone_batch,
+            self.mask_ratio,
+            self.mask_ratio_adjust,
+            self.mask_block_size,
+            rng=mask_rng(self.seed, self.epoch, index),
+        )
+        return {"id": index, "source": source, "mask": torch.from_numpy(mask)}
+
+    def collater(self, samples: List[Dict[str, object]]) -> Dict[str, object]:
+        if not samples:
+            return {}
+        return {
+            "id": torch.tensor([s["id"] for s in samples], dtype=torch.long),
+            "net_input": {
+                "source": torch.stack([s["source"] for s in samples]),  # (B, 1, T, M)
+                "mask": torch.cat([s["mask"] for s in samples]),  # (B * C, L), copies of a clip adjacent
+            },
+        }
+
+    def num_tokens(self, index: int) -> int:
+        return 1  # every clip becomes the same fixed-size image
+
+    def size(self, index: int) -> int:
+        return 1
+
+    def ordered_indices(self) -> np.ndarray:
+        # A fresh permutation each epoch, reproducible from (seed, epoch).
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self))

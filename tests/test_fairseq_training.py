@@ -1,0 +1,113 @@
+"""End to end through fairseq-hydra-train: demo config, checkpoint layout, resuming."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, run, venv_bin
+
+pytest.importorskip("fairseq")
+
+OVERRIDES = [
+    "dataset.batch_size=4",
+    "dataset.num_workers=0",
+    "task.target_length=128",
+    "common.log_interval=1",
+    "checkpoint.save_interval_updates=0",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    result = run([sys.executable, str(REPO / "scripts" / "make_demo_data.py"), str(root / "data"), "--scale", "0.1"])
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def train(cwd: Path, run_dir: Path, max_update: int, *extra: str) -> str:
+    cmd = [
+        venv_bin("fairseq-hydra-train"),
+        "--config-dir", str(REPO / "config" / "pretrain"),
+        "--config-name", "demo_stage1",
+        "task.data=data/manifests",  # relative to cwd: hydra's chdir must not break it
+        f"hydra.run.dir={run_dir}",
+        f"optimization.max_update={max_update}",
+        *OVERRIDES,
+        *extra,
+    ]
+    result = run(cmd, cwd=cwd)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result.stdout + result.stderr
+
+
+def logged(log: str, key: str) -> dict:
+    """{num_updates: value} of a key in the per-update train_inner lines."""
+    values = {}
+    for line in log.splitlines():
+        if "train_inner" in line:
+            update = int(re.search(r"num_updates=(\d+)", line).group(1))
+            values[update] = float(re.search(rf"{key}=([-\d.e]+)", line).group(1))
+    return values
+
+
+@pytest.fixture(scope="module")
+def straight_run(demo_data) -> tuple[Path, str]:
+    run_dir = demo_data / "straight"
+    return run_dir, train(demo_data, run_dir, 9)
+
+
+def test_demo_config_trains_and_writes_official_layout(straight_run):
+    run_dir, log = straight_run
+    ckpt = torch.load(run_dir / "checkpoints" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["optimizer_history"][-1]["num_updates"] == 9
+    model = ckpt["model"]
+    assert "modality_encoders.IMAGE.local_encoder.proj.weight" in model
+    assert "modality_encoders.IMAGE.decoder.proj.weight" in model
+    assert "blocks.3.mlp.fc2.weight" in model
+    assert "modality_encoders.IMAGE.extra_tokens" in model["_ema"]
+    assert not any(k.startswith("modality_encoders.IMAGE.decoder") for k in model["_ema"])
+    # both loss terms and the collapse signals are logged every update
+    for key in ("loss_frame", "loss_utterance", "pred_var", "target_var", "ema_decay"):
+        assert len(logged(log, key)) == 9, key
+    # the teacher moved away from the student's initial copy
+    assert not torch.equal(model["_ema"]["blocks.0.attn.qkv.weight"], model["blocks.0.attn.qkv.weight"])
+
+
+def test_weight_decay_skips_norms_biases_and_cls(straight_run):
+    run_dir, _ = straight_run
+    ckpt = torch.load(run_dir / "checkpoints" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    groups = {name: state["param_groups"][0] for name, state in ckpt["last_optimizer_state"].items()}
+    assert groups["default"]["weight_decay"] == 0.05
+    assert groups["no_weight_decay"]["weight_decay"] == 0.0
+    # demo model: 4 blocks x (2 norms x 2 + 4 biases) + input norm (2) + patch bias + CLS + 2 decoder biases + proj bias
+    assert len(groups["no_weight_decay"]["params"]) == 4 * 8 + 2 + 1 + 1 + 2 + 1
+    # weights: 4 blocks x 4 linear weights + patch conv + 2 decoder convs + decoder proj
+    assert len(groups["default"]["params"]) == 4 * 4 + 1 + 2 + 1
+
+
+def test_resume_continues_updates_schedule_and_weights(demo_data, straight_run):
+    straight_dir, straight_log = straight_run
+    run_dir = demo_data / "resumed"
+    first = train(demo_data, run_dir, 5)
+    second = train(demo_data, run_dir, 9)
+    assert "Loaded checkpoint" in second and "@ 5 updates" in second
+    resumed_updates = sorted(logged(second, "loss"))
+    assert resumed_updates == [6, 7, 8, 9]
+    lr_straight, lr_resumed = logged(straight_log, "lr_default"), logged(second, "lr_default")
+    for update in resumed_updates:
+        assert lr_resumed[update] == pytest.approx(lr_straight[update], rel=1e-6)
+    assert logged(first, "loss") == {u: v for u, v in logged(straight_log, "loss").items() if u <= 5}
+    a = torch.load(straight_dir / "checkpoints" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    b = torch.load(run_dir / "checkpoints" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    for key, value in a["model"].items():
+        if key == "_ema":
+            for k, v in value.items():
+                assert torch.allclose(v, b["model"]["_ema"][k], atol=1e-6), k
+        else:
+            assert torch.allclose(value, b["model"][key], atol=1e-6), key

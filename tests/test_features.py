@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from sslam_plugin.data import AudioLoadError, load_audio
+from sslam_plugin.features import FbankConfig, compute_fbank, normalize_fbank, pad_or_crop, waveform_to_features
+
+
+@pytest.mark.parametrize("clip", ["clip_16k_6s", "clip_32k_11s"])
+def test_fbank_matches_golden(golden_dir, clip):
+    waveform, rate = load_audio(golden_dir / f"{clip}.wav")
+    ours = waveform_to_features(waveform, rate).numpy()
+    ref = np.load(golden_dir / f"{clip}.fbank.npy")
+    assert ours.shape == ref.shape == (1024, 128)
+    assert np.abs(ours - ref).max() < 1e-4
+
+
+def test_pad_then_normalise_and_crop_from_start():
+    fbank = torch.arange(12.0).reshape(6, 2)
+    padded = pad_or_crop(fbank, 8)
+    assert torch.equal(padded[:6], fbank) and torch.equal(padded[6:], torch.zeros(2, 2))
+    assert torch.equal(pad_or_crop(fbank, 4), fbank[:4])
+    # padding is zero *before* normalisation, so it becomes -mean / (2 std)
+    normed = normalize_fbank(padded, mean=-4.0, std=2.0)
+    assert torch.allclose(normed[7], torch.full((2,), 1.0))
+    assert torch.allclose(normed[0], (fbank[0] + 4.0) / 4.0)
+
+
+def test_frames_follow_the_10ms_shift():
+    wav = torch.randn(16000)  # 1 s: (16000 - 400) // 160 + 1 frames
+    assert compute_fbank(wav).shape == (98, 128)
+
+
+def test_resampling_matches_native_rate():
+    t = np.arange(32000 * 2) / 32000.0
+    tone32 = torch.from_numpy(np.sin(2 * np.pi * 440 * t).astype(np.float32))
+    t16 = np.arange(16000 * 2) / 16000.0
+    tone16 = torch.from_numpy(np.sin(2 * np.pi * 440 * t16).astype(np.float32))
+    cfg = FbankConfig(target_length=192)
+    a, b = waveform_to_features(tone32, 32000, cfg), waveform_to_features(tone16, 16000, cfg)
+    # the 440 Hz tone lands in the same mel bin at either rate
+    assert a[20:180].mean(0).argmax() == b[20:180].mean(0).argmax()
+
+
+def test_too_short_waveform_is_rejected():
+    with pytest.raises(ValueError, match="at least 400"):
+        compute_fbank(torch.zeros(100))
+
+
+def test_stereo_is_averaged(tmp_path):
+    left = np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1
+    sf.write(tmp_path / "s.wav", np.stack([left, -left * 0.5], axis=1), 16000, subtype="FLOAT")
+    wav, rate = load_audio(tmp_path / "s.wav")
+    assert rate == 16000
+    assert np.allclose(wav.numpy(), left * 0.25, atol=1e-6)
+
+
+def test_bad_files_raise_audio_load_error(tmp_path):
+    (tmp_path / "garbage.wav").write_bytes(b"not audio at all")
+    with pytest.raises(AudioLoadError, match="garbage.wav: cannot decode"):
+        load_audio(tmp_path / "garbage.wav")
+    with pytest.raises(AudioLoadError, match="missing.wav: file not found"):
+        load_audio(tmp_path / "missing.wav")
+    sf.write(tmp_path / "nan.wav", np.array([0.0, np.nan, 0.1], dtype=np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioLoadError, match="NaN or Inf"):
+        load_audio(tmp_path / "nan.wav")
+    sf.write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(AudioLoadError, match="no samples"):
+        load_audio(tmp_path / "empty.wav")

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+
+from sslam_plugin.masking import inverse_block_mask
+from sslam_plugin.models import AudioEncoder, BootstrapPretrainer, EncoderConfig
+
+from conftest import tiny_config
+
+
+def batch(clips=3, frames=128, clones=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    fbank = torch.randn(clips, 1, frames, 128, generator=g)
+    grid = (frames // 16, 8)
+    mask = np.concatenate([inverse_block_mask(grid, clones, rng=np.random.default_rng([seed, i])) for i in range(clips)])
+    return fbank, torch.from_numpy(mask)
+
+
+def test_losses_are_finite_and_every_parameter_learns():
+    torch.manual_seed(0)
+    model = BootstrapPretrainer(tiny_config())
+    fbank, mask = batch()
+    out = model(fbank, mask)
+    assert set(out.losses) == {"frame", "utterance"}
+    assert int(out.sample_size) == int(mask.sum())
+    total = sum(out.losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_student_never_sees_masked_patches():
+    torch.manual_seed(0)
+    model = BootstrapPretrainer(tiny_config(decoder={"mask_noise_std": 0.0})).eval()
+    fbank, mask = batch(clips=1, clones=1)
+    changed = fbank.clone()
+    patch_mask = mask[0].reshape(8, 8)  # (time rows, freq cols) for 128 frames
+    for r, c in zip(*torch.nonzero(patch_mask, as_tuple=True)):
+        changed[0, 0, r * 16 : (r + 1) * 16, c * 16 : (c + 1) * 16] = 5.0
+    with torch.no_grad():
+        a, b = model.student(fbank, mask), model.student(changed, mask)
+        assert torch.allclose(a.cls, b.cls, atol=1e-6)
+        assert torch.allclose(a.frames, b.frames, atol=1e-6)
+        # ...while the teacher sees the whole clip
+        assert not torch.allclose(model.teacher_layers(fbank)[-1], model.teacher_layers(changed)[-1])
+
+
+def test_batch_equals_clips_one_at_a_time():
+    torch.manual_seed(0)
+    enc = AudioEncoder(EncoderConfig(embed_dim=32, depth=2, num_heads=2)).eval()
+    fbank, mask = batch(clips=3, clones=1)
+    with torch.no_grad():
+        together = enc(fbank, mask).x
+        alone = torch.cat([enc(fbank[i : i + 1], mask[i : i + 1]).x for i in range(3)])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("frames", [64, 512, 1024])
+def test_any_length_that_is_a_multiple_of_16(frames):
+    torch.manual_seed(0)
+    model = BootstrapPretrainer(tiny_config())
+    fbank, mask = batch(clips=2, frames=frames)
+    out = model(fbank, mask)
+    assert all(torch.isfinite(v) for v in out.losses.values())
+
+
+def test_bad_shapes_say_what_arrived():
+    model = BootstrapPretrainer(tiny_config())
+    with pytest.raises(ValueError, match="not a multiple of the patch size"):
+        model.encoder(torch.zeros(1, 1, 100, 128))
+    with pytest.raises(ValueError, match=r"expected fbank of shape \(batch, 1, frames, 128\)"):
+        model.encoder(torch.zeros(1, 1, 128, 64))
+    with pytest.raises(ValueError, match="divisible by encoder.num_heads"):
+        EncoderConfig(embed_dim=30, num_heads=4).validate()
