@@ -33,12 +33,15 @@ $(DEMO_DIR)/manifests/train.tsv: scripts/make_demo_data.py | $(VENV)/.stack
 
 demo-data: $(DEMO_DIR)/manifests/train.tsv
 
+TRAIN := PYTHONUNBUFFERED=1 $(VENV)/bin/fairseq-hydra-train --config-dir config/pretrain
+
 demo: venv demo-data
-	rm -rf $(DEMO_DIR)/runs/stage1
-	PYTHONUNBUFFERED=1 $(VENV)/bin/fairseq-hydra-train --config-dir config/pretrain --config-name demo_stage1 \
-		task.data=$(DEMO_DIR)/manifests hydra.run.dir=$(DEMO_DIR)/runs/stage1
-	@echo "stage 1 checkpoint: $(DEMO_DIR)/runs/stage1/checkpoints/checkpoint_last.pt"
-	@echo "training log:       $(DEMO_DIR)/runs/stage1/hydra_train.log"
+	rm -rf $(DEMO_DIR)/runs/stage1 $(DEMO_DIR)/runs/stage2
+	$(TRAIN) --config-name demo_stage1 task.data=$(DEMO_DIR)/manifests hydra.run.dir=$(DEMO_DIR)/runs/stage1
+	$(TRAIN) --config-name demo_stage2 task.data=$(DEMO_DIR)/manifests hydra.run.dir=$(DEMO_DIR)/runs/stage2 \
+		checkpoint.continue_once=$(DEMO_DIR)/runs/stage1/checkpoints/checkpoint_last.pt
+	@echo "stage 1: $(DEMO_DIR)/runs/stage1/checkpoints/checkpoint_last.pt (log: $(DEMO_DIR)/runs/stage1/hydra_train.log)"
+	@echo "stage 2: $(DEMO_DIR)/runs/stage2/checkpoints/checkpoint_last.pt (log: $(DEMO_DIR)/runs/stage2/hydra_train.log)"
 
 test: venv
 	$(PY) -m pytest -q tests

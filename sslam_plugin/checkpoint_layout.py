@@ -19,6 +19,7 @@ __all__ = [
     "encoder_from_official",
     "pretrainer_to_official",
     "pretrainer_from_official",
+    "OPTIONAL_KEYS",
 ]
 
 _IMAGE = "modality_encoders.IMAGE."
@@ -32,7 +33,10 @@ _ENCODER_NAMES: Tuple[Tuple[str, str], ...] = (
     ("blocks.", "blocks."),
 )
 _DECODER_PREFIX = ("decoder.", _IMAGE + "decoder.")
+# Stage 2 keeps its window/partner generator state in the checkpoint (not in official ones).
+_GENERATOR_STATE = ("_extra_state", "_mixing_generator_state")
 _TEACHER_KEY = "_ema"
+OPTIONAL_KEYS = ("_extra_state",)
 
 
 class CheckpointLayoutError(KeyError):
@@ -75,9 +79,13 @@ def encoder_from_official(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.
     return _rename_all(state, _ENCODER_NAMES, False, "official encoder")
 
 
+def _pretrainer_table() -> Tuple[Tuple[str, str], ...]:
+    return tuple(("encoder." + a, b) for a, b in _ENCODER_NAMES) + (_DECODER_PREFIX, _GENERATOR_STATE)
+
+
 def pretrainer_to_official(state: Mapping[str, torch.Tensor]) -> Dict[str, object]:
     """``BootstrapPretrainer`` state dict -> official layout, teacher under ``_ema``."""
-    table = tuple(("encoder." + a, b) for a, b in _ENCODER_NAMES) + (_DECODER_PREFIX,)
+    table = _pretrainer_table()
     student = {k: v for k, v in state.items() if not k.startswith("teacher.")}
     teacher = {k[len("teacher.encoder.") :]: v for k, v in state.items() if k.startswith("teacher.encoder.")}
     out: Dict[str, object] = dict(_rename_all(student, table, True, "pretrainer"))
@@ -91,7 +99,7 @@ def pretrainer_from_official(state: Mapping[str, object]) -> Dict[str, torch.Ten
     Without ``_ema`` (a fine-tuned or exported student), the teacher starts as a
     copy of the student.
     """
-    table = tuple(("encoder." + a, b) for a, b in _ENCODER_NAMES) + (_DECODER_PREFIX,)
+    table = _pretrainer_table()
     student_state = {k: v for k, v in state.items() if k != _TEACHER_KEY}
     out = _rename_all(student_state, table, False, "official checkpoint")
     teacher = state.get(_TEACHER_KEY)

@@ -30,11 +30,11 @@ def demo_data(tmp_path_factory) -> Path:
     return root
 
 
-def train(cwd: Path, run_dir: Path, max_update: int, *extra: str) -> str:
+def train(cwd: Path, run_dir: Path, max_update: int, *extra: str, config: str = "demo_stage1") -> str:
     cmd = [
         venv_bin("fairseq-hydra-train"),
         "--config-dir", str(REPO / "config" / "pretrain"),
-        "--config-name", "demo_stage1",
+        "--config-name", config,
         "task.data=data/manifests",  # relative to cwd: hydra's chdir must not break it
         f"hydra.run.dir={run_dir}",
         f"optimization.max_update={max_update}",
@@ -111,3 +111,39 @@ def test_resume_continues_updates_schedule_and_weights(demo_data, straight_run):
                 assert torch.allclose(v, b["model"]["_ema"][k], atol=1e-6), k
         else:
             assert torch.allclose(value, b["model"][key], atol=1e-6), key
+
+
+STAGE2_TERMS = ("loss_utterance", "loss_frame", "loss_utterance_mixed", "loss_frame_mixed", "loss_source_retention")
+
+
+def test_stage2_continues_from_our_stage1(demo_data, straight_run):
+    straight_dir, _ = straight_run
+    stage1 = straight_dir / "checkpoints" / "checkpoint_last.pt"
+    log = train(
+        demo_data, demo_data / "stage2_ours", 3, f"checkpoint.continue_once={stage1}", config="demo_stage2"
+    )
+    assert "continuing from the weights of" in log and f"Loaded checkpoint {stage1}" in log
+    assert sorted(logged(log, "loss")) == [1, 2, 3]  # a fresh schedule, not update 10
+    for key in STAGE2_TERMS + ("mixed_fraction",):
+        assert len(logged(log, key)) == 3, key
+    assert all(0 < v < 1 for v in logged(log, "mixed_fraction").values())
+
+
+def test_stage2_from_official_checkpoint_then_resume(demo_data, golden_dir):
+    official = golden_dir / "official_eat_tiny_checkpoint.pt"
+    shape = [
+        "model.encoder.embed_dim=192", "model.encoder.depth=2", "model.encoder.num_heads=3",
+        "model.decoder.dim=192", "model.decoder.layers=2", "model.average_top_k_layers=2",
+        "task.target_length=1024", "dataset.batch_size=2",
+        "model.mixing.unmixed_window_frames=240", f"checkpoint.continue_once={official}",
+    ]
+    run_dir = demo_data / "stage2_official"
+    first = train(demo_data, run_dir, 2, *shape, config="demo_stage2")
+    assert "continuing from the weights of" in first
+    ckpt = torch.load(run_dir / "checkpoints" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert "_mixing_generator_state" in ckpt["model"]
+    second = train(demo_data, run_dir, 4, *shape, config="demo_stage2")
+    assert "checkpoint.continue_once applies to the first launch only" in second
+    assert sorted(logged(second, "loss")) == [3, 4]
+    lr_first, lr_second = logged(first, "lr_default"), logged(second, "lr_default")
+    assert lr_second[3] > lr_first[2]  # still warming up from where it stopped

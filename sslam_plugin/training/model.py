@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Optional
 
 import torch
@@ -16,9 +16,11 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import DictConfig, OmegaConf
 
-from ..checkpoint_layout import pretrainer_from_official, pretrainer_to_official
+from ..checkpoint_layout import OPTIONAL_KEYS, pretrainer_from_official, pretrainer_to_official
 from ..config_utils import dataclass_from_dict
+from ..mixing import MixingConfig
 from ..models.pretraining import BootstrapPretrainer, PretrainingConfig
+from ..models.source_retention import SourceRetentionPretrainer
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +31,13 @@ NO_WEIGHT_DECAY_GROUP = "no_weight_decay"
 
 @dataclass
 class SSLAMPretrainingModelConfig(FairseqDataclass, PretrainingConfig):
-    pass
+    mixing: MixingConfig = field(
+        default_factory=MixingConfig, metadata={"help": "SSLAM stage 2 (partial mixtures, SRL) when enabled"}
+    )
 
 
-def core_config(cfg: Any) -> PretrainingConfig:
-    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg.__dict__)
-    return dataclass_from_dict(PretrainingConfig, data)
+def _as_dict(cfg: Any) -> Dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg.__dict__)
 
 
 def no_weight_decay(name: str, param: torch.nn.Parameter) -> bool:
@@ -44,9 +47,12 @@ def no_weight_decay(name: str, param: torch.nn.Parameter) -> bool:
 
 @register_model("sslam_pretraining", dataclass=SSLAMPretrainingModelConfig)
 class SSLAMPretrainingModel(BaseFairseqModel):
-    def __init__(self, cfg: PretrainingConfig):
+    def __init__(self, cfg: PretrainingConfig, mixing: Optional[MixingConfig] = None):
         super().__init__()
-        self.pretrainer = BootstrapPretrainer(cfg)
+        if mixing is not None and mixing.enabled:
+            self.pretrainer: BootstrapPretrainer = SourceRetentionPretrainer(cfg, mixing)
+        else:
+            self.pretrainer = BootstrapPretrainer(cfg)
         self.num_updates = 0
         # fairseq's composite optimizer (dynamic_groups) puts these in the
         # optimizer group of that name; the configs give it weight_decay 0.
@@ -56,7 +62,13 @@ class SSLAMPretrainingModel(BaseFairseqModel):
 
     @classmethod
     def build_model(cls, cfg: SSLAMPretrainingModelConfig, task=None) -> "SSLAMPretrainingModel":
-        return cls(core_config(cfg))
+        data = _as_dict(cfg)
+        core = dataclass_from_dict(PretrainingConfig, data)
+        mixing = dataclass_from_dict(MixingConfig, data.get("mixing", {}))
+        if task is not None and hasattr(task.cfg, "norm_mean"):
+            # the mean-of-power mixture needs the task's normalisation constants
+            mixing = replace(mixing, norm_mean=task.cfg.norm_mean, norm_std=task.cfg.norm_std)
+        return cls(core, mixing)
 
     def forward(self, source: torch.Tensor, mask: torch.Tensor, **unused) -> Dict[str, Any]:
         out = self.pretrainer(source, mask)
@@ -81,5 +93,18 @@ class SSLAMPretrainingModel(BaseFairseqModel):
         return out
 
     def load_state_dict(self, state_dict, strict: bool = True, model_cfg: Optional[Any] = None, args=None):
+        """Load official-layout weights (ours, or an official EAT/SSLAM checkpoint).
+
+        The stage-2 generator state is optional: a stage-1 or official
+        checkpoint has none, and stage 2 then starts from its configured seed.
+        """
         internal = pretrainer_from_official(state_dict)
-        return self.pretrainer.load_state_dict(internal, strict=strict)
+        result = self.pretrainer.load_state_dict(internal, strict=False)
+        missing = [k for k in result.missing_keys if k not in OPTIONAL_KEYS]
+        unexpected = [k for k in result.unexpected_keys if k not in OPTIONAL_KEYS]
+        if strict and (missing or unexpected):
+            raise RuntimeError(
+                f"checkpoint does not fit the configured model: missing {missing}, unexpected {unexpected}; "
+                "check model.encoder / model.decoder sizes against the checkpoint"
+            )
+        return result

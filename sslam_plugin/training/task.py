@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
-from omegaconf import II, MISSING
+from omegaconf import II, MISSING, DictConfig
 
 from ..data import read_manifest
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FbankConfig
@@ -36,6 +36,31 @@ def resolve_launch_path(path: str) -> str:
     except ImportError:  # hydra is optional outside fairseq-hydra-train
         pass
     return os.path.abspath(path)
+
+
+RESET_FLAGS = ("reset_optimizer", "reset_lr_scheduler", "reset_meters", "reset_dataloader")
+
+
+def apply_continue_once_resets(task_cfg) -> None:
+    """Make ``checkpoint.continue_once`` mean "start from these weights".
+
+    On the first launch (no checkpoint_last.pt yet) the optimiser, lr schedule,
+    meters and data position of the continued checkpoint are reset, as stage 2
+    requires; once the run has its own checkpoint_last.pt, resuming restores
+    all of them. fairseq itself would apply the same reset flags to both.
+    """
+    root = task_cfg._get_parent() if isinstance(task_cfg, DictConfig) else None
+    ckpt = root.get("checkpoint") if root is not None else None
+    if ckpt is None or not ckpt.get("continue_once"):
+        return
+    last = os.path.join(ckpt.save_dir, f"checkpoint_last{ckpt.get('checkpoint_suffix', '')}.pt")
+    first_launch = not os.path.exists(last)
+    for flag in RESET_FLAGS:
+        ckpt[flag] = first_launch
+    if first_launch:
+        logger.info("continuing from the weights of %s with a fresh optimiser, schedule and meters", ckpt.continue_once)
+    else:
+        logger.info("resuming from %s (checkpoint.continue_once applies to the first launch only)", last)
 
 
 @dataclass
@@ -83,6 +108,7 @@ class SSLAMPretrainingTask(FairseqTask):
                 "(e.g. task.data=/abs/path/to/manifests)"
             )
         cfg.data = data
+        apply_continue_once_resets(cfg)
         return cls(cfg)
 
     def fbank_config(self) -> FbankConfig:
