@@ -63,3 +63,12 @@ def venv_bin(name: str) -> str:
 def run(cmd, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """A small copy of the demo corpus (scale 0.1: 48 training clips) under ``ROOT/data``."""
+    root = tmp_path_factory.mktemp("demo")
+    result = run([sys.executable, str(REPO / "scripts" / "make_demo_data.py"), str(root / "data"), "--scale", "0.1"])
+    assert result.returncode == 0, result.stderr
+    return root

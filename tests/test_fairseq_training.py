@@ -22,14 +22,6 @@ OVERRIDES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    result = run([sys.executable, str(REPO / "scripts" / "make_demo_data.py"), str(root / "data"), "--scale", "0.1"])
-    assert result.returncode == 0, result.stderr
-    return root
-
-
 def train(cwd: Path, run_dir: Path, max_update: int, *extra: str, config: str = "demo_stage1") -> str:
     cmd = [
         venv_bin("fairseq-hydra-train"),

@@ -1,6 +1,18 @@
 """Reading audio and manifests (no fairseq needed)."""
 
 from .audio import AudioLoadError, load_audio
+from .labels import LabelSet, clip_id, multi_hot, read_clip_labels, read_label_descriptors
 from .manifest import Manifest, ManifestError, read_manifest
 
-__all__ = ["AudioLoadError", "load_audio", "Manifest", "ManifestError", "read_manifest"]
+__all__ = [
+    "AudioLoadError",
+    "LabelSet",
+    "Manifest",
+    "ManifestError",
+    "clip_id",
+    "load_audio",
+    "multi_hot",
+    "read_clip_labels",
+    "read_label_descriptors",
+    "read_manifest",
+]

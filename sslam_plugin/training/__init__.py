@@ -1,3 +1,10 @@
-"""The fairseq layer: registered task, model and criterion wiring the plain-PyTorch core."""
+"""The fairseq layer: registered tasks, models and criteria wiring the plain-PyTorch core."""
 
-from . import criterion, model, task  # noqa: F401  (registration side effects)
+from . import (  # noqa: F401  (registration side effects)
+    classification_criterion,
+    classification_task,
+    classifier_model,
+    criterion,
+    model,
+    task,
+)

@@ -46,7 +46,7 @@ class SSLAMWeightedLossesCriterion(FairseqCriterion):
                 f"criterion.loss_weights names {sorted(unknown)}, but the model returns {sorted(out['losses'])}"
             )
         loss = 0.0
-        log = {"sample_size": float(sample_size), "nsentences": sample["id"].numel()}
+        log = {"sample_size": float(sample_size), "nsentences": sample["id"].numel(), "ntokens": float(sample_size)}
         for name, term in out["losses"].items():
             weighted = term.float() * self.loss_weights.get(name, 1.0)
             loss = loss + weighted

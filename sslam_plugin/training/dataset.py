@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from fairseq.data import FairseqDataset
 
-from ..data import AudioLoadError, Manifest, load_audio
-from ..features import FbankConfig, waveform_to_features
+from ..data.manifest import Manifest
+from ..data.robust import ClipFailure, RobustClipReader
+from ..features import FbankConfig
 from ..masking import inverse_block_mask, mask_rng
 
 logger = logging.getLogger(__name__)
@@ -21,9 +22,12 @@ __all__ = ["FbankMaskDataset"]
 class FbankMaskDataset(FairseqDataset):
     """Each item: ``source`` (1, T, M) features and ``mask`` (clone_batch, L) bool, True = masked.
 
-    Masks depend only on (seed, epoch, index). A clip that cannot be read is
-    replaced by the next readable clip of the manifest (logged with its path),
-    so one bad file does not stop a long run.
+    Masks depend only on (seed, epoch, index). A clip that cannot be used
+    (missing, corrupt, empty, NaN/Inf, too short) is replaced by another clip
+    chosen from (seed, index) (see :mod:`sslam_plugin.data.robust`); the item's
+    ``failed`` list records what failed, and the collated batch carries them as
+    ``failed_clips`` for the task to count and list (DataLoader workers cannot
+    report otherwise).
     """
 
     def __init__(
@@ -53,8 +57,16 @@ class FbankMaskDataset(FairseqDataset):
         self.mask_block_size = mask_block_size
         self.seed = seed
         self.epoch = 1
-        self.max_substitutions = max_substitutions
-        self.failed: List[str] = []
+        self.reader = RobustClipReader(manifest, fbank, max_substitutions=max_substitutions, seed=seed)
+
+    @property
+    def max_substitutions(self) -> int:
+        return self.reader.max_substitutions
+
+    @property
+    def failed(self) -> List[str]:
+        """Paths that failed in this process (the main process only when num_workers > 0)."""
+        return [f.path for f in self.reader.known_bad.values()]
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -68,29 +80,10 @@ class FbankMaskDataset(FairseqDataset):
 
     def features(self, index: int) -> torch.Tensor:
         """(1, T, M) features of clip ``index``; raises AudioLoadError."""
-        path = self.manifest.full_path(index)
-        waveform, sample_rate = load_audio(path)
-        try:
-            fbank = waveform_to_features(waveform, sample_rate, self.fbank)
-        except ValueError as err:
-            raise AudioLoadError(f"{path}: {err}") from err
-        return fbank.unsqueeze(0)
+        return self.reader.features(index).unsqueeze(0)
 
     def __getitem__(self, index: int) -> Dict[str, object]:
-        source = None
-        for attempt in range(self.max_substitutions + 1):
-            candidate = (index + attempt) % len(self)
-            try:
-                source = self.features(candidate)
-                break
-            except AudioLoadError as err:
-                self.failed.append(str(self.manifest.full_path(candidate)))
-                logger.warning("skipping unreadable clip (substituting the next one): %s", err)
-        if source is None:
-            raise RuntimeError(
-                f"{self.max_substitutions + 1} consecutive clips from index {index} of "
-                f"{self.manifest.path} could not be read; check the manifest with scripts/validate_manifest.py"
-            )
+        clip = self.reader.read(index)
         mask = inverse_block_mask(
             self.grid,
             self.clone_batch,
@@ -99,17 +92,24 @@ class FbankMaskDataset(FairseqDataset):
             self.mask_block_size,
             rng=mask_rng(self.seed, self.epoch, index),
         )
-        return {"id": index, "source": source, "mask": torch.from_numpy(mask)}
+        return {
+            "id": index,
+            "source": clip.features.unsqueeze(0),  # (T, M) -> (1, T, M)
+            "mask": torch.from_numpy(mask),
+            "failed": clip.failures,
+        }
 
     def collater(self, samples: List[Dict[str, object]]) -> Dict[str, object]:
         if not samples:
             return {}
+        failed: List[ClipFailure] = [f for s in samples for f in s.get("failed", ())]
         return {
             "id": torch.tensor([s["id"] for s in samples], dtype=torch.long),
             "net_input": {
                 "source": torch.stack([s["source"] for s in samples]),  # (B, 1, T, M)
                 "mask": torch.cat([s["mask"] for s in samples]),  # (B * C, L), copies of a clip adjacent
             },
+            "failed_clips": failed,  # clips substituted in this batch, possibly in a DataLoader worker
         }
 
     def num_tokens(self, index: int) -> int:

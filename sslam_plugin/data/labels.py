@@ -1,0 +1,84 @@
+"""Clip labels: ``label_descriptors.csv`` and ``{split}.lbl`` files.
+
+``label_descriptors.csv``: ``index,label_id,display_name`` per line (no header).
+``{split}.lbl``: ``clip_id<TAB>label_id1,label_id2`` per line; the clip id is
+the manifest entry's file name without folder or extension.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence, Union
+
+import torch
+
+__all__ = ["LabelSet", "read_label_descriptors", "read_clip_labels", "clip_id", "multi_hot"]
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    ids: List[str]  # label_id per class index
+    names: List[str]  # display name per class index
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def index(self) -> Dict[str, int]:
+        return {label: i for i, label in enumerate(self.ids)}
+
+
+def read_label_descriptors(path: Union[str, Path]) -> LabelSet:
+    """Read ``index,label_id,display_name`` rows; indices must be 0..C-1."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: label descriptors not found (expected index,label_id,display_name rows)")
+    rows: Dict[int, tuple] = {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        for lineno, row in enumerate(csv.reader(handle), start=1):
+            if not row or (lineno == 1 and not row[0].strip().isdigit()):
+                continue  # blank line or a header row
+            if len(row) < 2:
+                raise ValueError(f"{path}:{lineno}: expected index,label_id[,display_name], got {row}")
+            try:
+                index = int(row[0])
+            except ValueError:
+                raise ValueError(f"{path}:{lineno}: class index {row[0]!r} is not an integer") from None
+            rows[index] = (row[1].strip(), (row[2] if len(row) > 2 else row[1]).strip())
+    if sorted(rows) != list(range(len(rows))):
+        raise ValueError(f"{path}: class indices must be 0..{len(rows) - 1} without gaps")
+    return LabelSet([rows[i][0] for i in range(len(rows))], [rows[i][1] for i in range(len(rows))])
+
+
+def clip_id(relative_path: str) -> str:
+    """Manifest entry -> clip id (file name without folder or extension)."""
+    name = relative_path.replace("\\", "/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def read_clip_labels(path: Union[str, Path], labels: LabelSet) -> Dict[str, List[int]]:
+    """Read ``clip_id<TAB>label,label`` lines into class indices per clip id."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: label file not found")
+    index = labels.index()
+    out: Dict[str, List[int]] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2:
+            raise ValueError(f"{path}:{lineno}: expected 'clip_id<TAB>label1,label2', got {line!r}")
+        unknown = [lab for lab in parts[1].split(",") if lab and lab not in index]
+        if unknown:
+            raise ValueError(f"{path}:{lineno}: labels {unknown} are not in label_descriptors.csv")
+        out[parts[0]] = [index[lab] for lab in parts[1].split(",") if lab]
+    return out
+
+
+def multi_hot(indices: Sequence[int], num_classes: int) -> torch.Tensor:
+    """(num_classes,) float32 with ones at ``indices``."""
+    target = torch.zeros(num_classes)
+    target[list(indices)] = 1.0
+    return target

@@ -1,0 +1,111 @@
+"""Scoring a classifier on a labelled split, and reporting per-class results.
+
+Dimensions: N = clips, C = classes.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Union
+
+import torch
+
+from .data import AudioLoadError, LabelSet, Manifest, clip_id, load_audio, multi_hot, read_clip_labels
+from .features import FbankConfig, waveform_to_features
+from .metrics import accuracy, mean_average_precision
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SplitResult", "labelled_targets", "predict_manifest", "score_split", "write_per_class_csv", "plot_per_class"]
+
+
+@dataclass
+class SplitResult:
+    metric: str  # "mAP" or "accuracy"
+    value: float
+    per_class_ap: torch.Tensor  # (C,) float64, NaN where a class has no positive clip
+    scores: torch.Tensor  # (N, C) logits
+    targets: torch.Tensor  # (N, C) multi-hot
+
+
+def labelled_targets(manifest: Manifest, lbl_path: Union[str, Path], labels: LabelSet) -> torch.Tensor:
+    """(N, C) multi-hot targets of the manifest's clips, in manifest order."""
+    by_clip = read_clip_labels(lbl_path, labels)
+    missing = [f for f in manifest.files if clip_id(f) not in by_clip]
+    if missing:
+        raise ValueError(f"{lbl_path}: no labels for {len(missing)} clips of {manifest.path} (first: {missing[0]!r})")
+    return torch.stack([multi_hot(by_clip[clip_id(f)], len(labels)) for f in manifest.files])
+
+
+@torch.no_grad()
+def predict_manifest(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    manifest: Manifest,
+    fbank: FbankConfig,
+    batch_size: int = 16,
+    device: Union[str, torch.device] = "cpu",
+) -> torch.Tensor:
+    """Logits of every clip of ``manifest``: ``model`` maps (B, 1, T, M) features to (B, C).
+
+    An unreadable clip is scored as silence and logged, so one bad file does
+    not stop an evaluation (its label still counts).
+    """
+    outputs: List[torch.Tensor] = []
+    batch: List[torch.Tensor] = []
+    silence = (torch.zeros(fbank.target_length, fbank.num_mel_bins) - fbank.norm_mean) / (2 * fbank.norm_std)
+    for index in range(len(manifest)):
+        try:
+            waveform, rate = load_audio(manifest.full_path(index))
+            batch.append(waveform_to_features(waveform, rate, fbank))
+        except (AudioLoadError, ValueError) as err:
+            logger.warning("scoring unreadable clip as silence: %s", err)
+            batch.append(silence)
+        if len(batch) == batch_size or index == len(manifest) - 1:
+            x = torch.stack(batch).unsqueeze(1).to(device)  # (B, T, M) -> (B, 1, T, M)
+            outputs.append(model(x).float().cpu())
+            batch = []
+    return torch.cat(outputs) if outputs else torch.zeros(0, 0)
+
+
+def score_split(scores: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> SplitResult:
+    """mAP (multi-label) or top-1 accuracy (single-label) over the whole split."""
+    map_value, per_class = mean_average_precision(scores, targets)
+    if multilabel:
+        return SplitResult("mAP", map_value, per_class, scores, targets)
+    return SplitResult("accuracy", accuracy(scores, targets), per_class, scores, targets)
+
+
+def write_per_class_csv(path: Union[str, Path], labels: LabelSet, per_class_ap: torch.Tensor, targets: torch.Tensor) -> None:
+    """``index,label_id,display_name,positives,average_precision`` per class."""
+    with Path(path).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "label_id", "display_name", "positives", "average_precision"])
+        positives = (targets > 0.5).sum(dim=0)
+        for i, (label_id, name) in enumerate(zip(labels.ids, labels.names)):
+            ap = float(per_class_ap[i])
+            writer.writerow([i, label_id, name, int(positives[i]), "" if ap != ap else f"{ap:.6f}"])
+
+
+def plot_per_class(
+    path: Union[str, Path], labels: LabelSet, per_class_ap: torch.Tensor, count: int = 10, title: Optional[str] = None
+) -> None:
+    """Horizontal bar chart of the ``count`` best and ``count`` worst classes by AP (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    valid = [(float(ap), labels.names[i]) for i, ap in enumerate(per_class_ap) if ap == ap]
+    valid.sort()
+    shown: Sequence = valid if len(valid) <= 2 * count else valid[:count] + valid[-count:]
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(shown) + 1.5))
+    ax.barh([name for _, name in shown], [ap for ap, _ in shown], color=["#c0504d" if ap < 0.5 else "#4f81bd" for ap, _ in shown])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("average precision")
+    ax.set_title(title or f"Per-class AP ({'all' if len(shown) == len(valid) else f'worst and best {count}'})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,89 @@
+"""The registered classification criterion.
+
+Multi-label: binary cross-entropy per class; single-label: cross-entropy with
+optional label smoothing (soft targets after mixup). In validation the scores
+and targets of the whole split are gathered, and ``mAP`` (multi-label) or
+``accuracy`` (single-label) is computed over all of them, so
+``checkpoint.best_checkpoint_metric`` can select on it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from fairseq import metrics
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import FairseqDataclass
+from fairseq.logging.meters import ConcatTensorMeter
+from omegaconf import II
+
+from ..metrics import accuracy, mean_average_precision
+
+__all__ = ["ClassificationCriterionConfig", "SSLAMClassificationCriterion"]
+
+
+@dataclass
+class ClassificationCriterionConfig(FairseqDataclass):
+    multilabel: bool = II("task.multilabel")
+    label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing (single-label only)"})
+
+
+@register_criterion("sslam_classification", dataclass=ClassificationCriterionConfig)
+class SSLAMClassificationCriterion(FairseqCriterion):
+    def __init__(self, cfg: ClassificationCriterionConfig, task):
+        super().__init__(task)
+        if not 0.0 <= cfg.label_smoothing < 1.0:
+            raise ValueError(f"criterion.label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+        self.multilabel = cfg.multilabel
+        self.label_smoothing = cfg.label_smoothing
+
+    def forward(self, model, sample, reduce: bool = True):
+        target = sample["target"].float()
+        out = model(**sample["net_input"], target=target)
+        logits, target = out["logits"].float(), out["target"]
+        if self.multilabel:
+            loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
+        else:
+            smoothing = self.label_smoothing if model.training else 0.0
+            loss = F.cross_entropy(logits, target, label_smoothing=smoothing, reduction="sum")
+        sample_size = logits.shape[0]
+        log = {
+            "loss": loss.item(),
+            "sample_size": sample_size,
+            "nsentences": sample_size,
+            "ntokens": sample_size,
+            "multilabel": self.multilabel,
+        }
+        if not model.training:
+            log["_scores"] = logits.detach().cpu()
+            log["_targets"] = sample["target"].detach().cpu()
+        return loss, sample_size, log
+
+    @staticmethod
+    def reduce_metrics(logging_outputs) -> None:
+        sample_size = max(sum(log.get("sample_size", 0) for log in logging_outputs), 1)
+        loss = sum(log.get("loss", 0.0) for log in logging_outputs)
+        metrics.log_scalar("loss", loss / sample_size / math.log(2), sample_size, round=4)
+        metrics.log_scalar("sample_size", sample_size)
+        scores = [log["_scores"] for log in logging_outputs if "_scores" in log]
+        if not scores:
+            return
+        metrics.log_custom(ConcatTensorMeter, "_scores", torch.cat(scores))
+        metrics.log_custom(ConcatTensorMeter, "_targets", torch.cat([log["_targets"] for log in logging_outputs]))
+        if logging_outputs[0].get("multilabel", True):
+            metrics.log_derived("mAP", lambda meters: round(_split_map(meters), 5))
+        else:
+            metrics.log_derived(
+                "accuracy", lambda meters: round(accuracy(meters["_scores"].tensor, meters["_targets"].tensor), 5)
+            )
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return False
+
+
+def _split_map(meters) -> float:
+    return mean_average_precision(meters["_scores"].tensor, meters["_targets"].tensor)[0]

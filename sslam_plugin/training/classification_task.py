@@ -1,0 +1,196 @@
+"""The registered classification task: labelled manifests for fine-tuning and linear evaluation.
+
+Data folder: ``{split}.tsv`` (fairseq audio manifest), ``{split}.lbl``
+(``clip_id<TAB>label1,label2``) and ``label_descriptors.csv``
+(``index,label_id,display_name``). Optional per-clip sampling weights (one
+float per line, in ``train.tsv`` order) draw ``num_samples`` clips per epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from fairseq.data import FairseqDataset
+from fairseq.dataclass import FairseqDataclass
+from fairseq.tasks import FairseqTask, register_task
+from omegaconf import MISSING
+
+from ..data import AudioLoadError, LabelSet, clip_id, multi_hot, read_clip_labels, read_label_descriptors, read_manifest
+from ..data.audio import load_audio
+from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FbankConfig, waveform_to_features
+from .task import resolve_launch_path
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ClassificationTaskConfig", "SSLAMClassificationTask", "LabelledFbankDataset"]
+
+
+class LabelledFbankDataset(FairseqDataset):
+    """Items: ``source`` (1, T, M) features and ``target`` (C,) multi-hot labels.
+
+    A clip that cannot be read is replaced by silence (its labels kept) and
+    logged with its path, so a long run or an evaluation does not stop for it.
+    """
+
+    def __init__(self, manifest, labels: List[List[int]], num_classes: int, fbank: FbankConfig, roll: bool = False):
+        super().__init__()
+        self.manifest = manifest
+        self.labels = labels
+        self.num_classes = num_classes
+        self.fbank = fbank
+        self.roll = roll
+        self.epoch = 1
+        self.sample_weights: Optional[np.ndarray] = None
+        self.num_samples = 0
+        self.seed = 1
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def can_reuse_epoch_itr_across_epochs(self) -> bool:
+        return self.sample_weights is None
+
+    def features(self, index: int) -> torch.Tensor:
+        path = self.manifest.full_path(index)
+        try:
+            waveform, rate = load_audio(path)
+            fbank = waveform_to_features(waveform, rate, self.fbank)
+        except (AudioLoadError, ValueError) as err:
+            logger.warning("using silence for unreadable clip %s: %s", path, err)
+            silence = torch.zeros(self.fbank.target_length, self.fbank.num_mel_bins)
+            fbank = (silence - self.fbank.norm_mean) / (2 * self.fbank.norm_std)
+        if self.roll:
+            shift = np.random.default_rng([self.seed, self.epoch, index]).integers(0, fbank.shape[0])
+            fbank = torch.roll(fbank, int(shift), dims=0)
+        return fbank.unsqueeze(0)
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        return {
+            "id": index,
+            "source": self.features(index),
+            "target": multi_hot(self.labels[index], self.num_classes),
+        }
+
+    def collater(self, samples: List[Dict[str, object]]) -> Dict[str, object]:
+        if not samples:
+            return {}
+        return {
+            "id": torch.tensor([s["id"] for s in samples], dtype=torch.long),
+            "net_input": {"source": torch.stack([s["source"] for s in samples])},  # (B, 1, T, M)
+            "target": torch.stack([s["target"] for s in samples]),  # (B, C)
+        }
+
+    def num_tokens(self, index: int) -> int:
+        return 1
+
+    def size(self, index: int) -> int:
+        return 1
+
+    def ordered_indices(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.sample_weights is None:
+            return np.arange(len(self))
+        p = self.sample_weights / self.sample_weights.sum()
+        return rng.choice(len(self), size=self.num_samples, replace=True, p=p)
+
+
+@dataclass
+class ClassificationTaskConfig(FairseqDataclass):
+    data: str = field(default=MISSING, metadata={"help": "folder with {split}.tsv, {split}.lbl, label_descriptors.csv"})
+    target_length: int = field(default=1024, metadata={"help": "frames per clip after padding/cropping"})
+    num_mel_bins: int = field(default=128, metadata={"help": "mel bins"})
+    norm_mean: float = field(default=AUDIOSET_MEAN, metadata={"help": "log-mel mean of the dataset"})
+    norm_std: float = field(default=AUDIOSET_STD, metadata={"help": "log-mel std of the dataset"})
+    multilabel: bool = field(default=True, metadata={"help": "true: sigmoid/BCE and mAP; false: softmax/CE and accuracy"})
+    roll_aug: bool = field(default=False, metadata={"help": "random circular time shift of training clips"})
+    weights_file: Optional[str] = field(
+        default=None, metadata={"help": "per-clip sampling weights for the training split (balanced sampling)"}
+    )
+    num_samples: int = field(default=200000, metadata={"help": "clips drawn per epoch with weights_file"})
+    seed: int = field(default=1, metadata={"help": "seed of roll augmentation and weighted sampling"})
+
+
+@register_task("sslam_classification", dataclass=ClassificationTaskConfig)
+class SSLAMClassificationTask(FairseqTask):
+    cfg: ClassificationTaskConfig
+
+    def __init__(self, cfg: ClassificationTaskConfig, labels: LabelSet):
+        super().__init__(cfg)
+        self.labels = labels
+
+    @classmethod
+    def setup_task(cls, cfg: ClassificationTaskConfig, **kwargs) -> "SSLAMClassificationTask":
+        data = resolve_launch_path(cfg.data)
+        if not os.path.isdir(data):
+            raise FileNotFoundError(f"task.data={cfg.data!r} is not a folder holding {{split}}.tsv and {{split}}.lbl")
+        cfg.data = data
+        labels = read_label_descriptors(os.path.join(data, "label_descriptors.csv"))
+        logger.info("%d classes from %s", len(labels), os.path.join(data, "label_descriptors.csv"))
+        return cls(cfg, labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def fbank_config(self) -> FbankConfig:
+        return FbankConfig(
+            target_length=self.cfg.target_length,
+            num_mel_bins=self.cfg.num_mel_bins,
+            norm_mean=self.cfg.norm_mean,
+            norm_std=self.cfg.norm_std,
+        )
+
+    def load_dataset(self, split: str, **kwargs) -> None:
+        self.datasets[split] = self.labelled_dataset(split, training=split == "train")
+
+    def labelled_dataset(self, split: str, training: bool = False) -> LabelledFbankDataset:
+        manifest_path = os.path.join(self.cfg.data, f"{split}.tsv")
+        manifest = read_manifest(manifest_path)
+        by_clip = read_clip_labels(os.path.join(self.cfg.data, f"{split}.lbl"), self.labels)
+        missing = [f for f in manifest.files if clip_id(f) not in by_clip]
+        if missing:
+            raise ValueError(
+                f"{manifest_path}: {len(missing)} clips have no line in {split}.lbl (first: {missing[0]!r})"
+            )
+        labels = [by_clip[clip_id(f)] for f in manifest.files]
+        if not self.cfg.multilabel and any(len(lab) != 1 for lab in labels):
+            raise ValueError(f"{split}.lbl: task.multilabel=false needs exactly one label per clip")
+        dataset = LabelledFbankDataset(manifest, labels, self.num_classes, self.fbank_config(), self.cfg.roll_aug and training)
+        dataset.seed = self.cfg.seed
+        if training and self.cfg.weights_file:
+            weights = np.loadtxt(resolve_launch_path(self.cfg.weights_file), dtype=np.float64, ndmin=1)
+            if len(weights) != len(manifest):
+                raise ValueError(
+                    f"task.weights_file has {len(weights)} weights for {len(manifest)} clips in {manifest_path}"
+                )
+            dataset.sample_weights, dataset.num_samples = weights, self.cfg.num_samples
+        logger.info("%s: %d labelled clips", split, len(manifest))
+        return dataset
+
+    def state_dict(self) -> Dict[str, object]:
+        # saved in every checkpoint: exports and inference show label names
+        return {"label_ids": list(self.labels.ids), "label_names": list(self.labels.names)}
+
+    def load_state_dict(self, state_dict) -> None:
+        pass
+
+    def max_positions(self):
+        return sys.maxsize, sys.maxsize
+
+    @property
+    def source_dictionary(self):
+        return None
+
+    @property
+    def target_dictionary(self):
+        return None

@@ -1,0 +1,215 @@
+"""The registered classification model: a pre-trained encoder with a linear head.
+
+Fine-tuning trains everything (optionally with layer-wise lr decay); linear
+evaluation (``linear_eval``) freezes the encoder in eval mode and trains only
+fc_norm and the head. The state dict uses the official fine-tuned layout
+(encoder under ``model.``, then ``fc_norm.*`` and ``head.*``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from fairseq.dataclass import FairseqDataclass
+from fairseq.models import BaseFairseqModel, register_model
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ..augment import mixup, random_patch_mask, spec_augment
+from ..checkpoint_layout import (
+    encoder_from_official,
+    finetuned_from_official,
+    finetuned_to_official,
+)
+from ..config_utils import dataclass_from_dict
+from ..models.classifier import POOLING_MODES, AudioClassifier
+from ..models.encoder import EncoderConfig
+from .model import NO_WEIGHT_DECAY_GROUP, no_weight_decay
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ClassifierModelConfig", "SSLAMClassifierModel", "layer_id"]
+
+@dataclass
+class ClassifierModelConfig(FairseqDataclass):
+    model_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "pre-trained or fine-tuned checkpoint (this plugin's or official); None = random init"},
+    )
+    use_teacher: bool = field(default=False, metadata={"help": "start from the EMA teacher instead of the student"})
+    encoder: EncoderConfig = field(
+        default_factory=EncoderConfig, metadata={"help": "architecture; replaced by model_path's when given"}
+    )
+    prediction_mode: str = field(default="CLS_TOKEN", metadata={"help": "CLS_TOKEN or MEAN_POOLING"})
+    use_fc_norm: bool = field(default=True, metadata={"help": "LayerNorm on the pooled embedding"})
+    linear_eval: bool = field(default=False, metadata={"help": "freeze the encoder (eval mode); train the head only"})
+    drop_path_rate: float = field(default=0.1, metadata={"help": "stochastic depth of the last block when fine-tuning"})
+    layer_decay: float = field(default=1.0, metadata={"help": "layer-wise lr decay (1 = off; official 0.65)"})
+    mixup_alpha: float = field(default=0.0, metadata={"help": "mixup Beta(alpha, alpha); 0 = off"})
+    mixup_prob: float = field(default=1.0, metadata={"help": "probability of mixing a batch"})
+    specaug_ratio: float = field(
+        default=0.0, metadata={"help": "SpecAugment widths: up to ratio * mel bins and ratio * frames"}
+    )
+    patch_mask_ratio: float = field(default=0.0, metadata={"help": "fraction of patches dropped from the encoder input"})
+
+
+def layer_id(name: str, depth: int) -> int:
+    """Depth of a parameter for layer-wise lr decay: front end 0, block i -> i + 1, head depth + 1."""
+    if name.startswith("encoder.blocks."):
+        return int(name.split(".")[2]) + 1
+    if name.startswith("encoder."):
+        return 0
+    return depth + 1
+
+
+def _load(path: str) -> Dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        # fairseq checkpoints of other trainers may pickle config objects
+        logger.warning("%s needs the full (pickle) loader; load only checkpoints you trust", path)
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def encoder_from_checkpoint(path: str, use_teacher: bool) -> Tuple[EncoderConfig, Dict[str, torch.Tensor]]:
+    """Architecture and weights (our ``AudioEncoder`` names) of a pre-trained or fine-tuned checkpoint."""
+    ckpt = _load(path)
+    cfg = ckpt.get("cfg") or {}
+    if OmegaConf.is_config(cfg):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    model_cfg = dict(cfg.get("model") or {})
+    state = ckpt["model"]
+    name = model_cfg.get("_name")
+    if name in ("sslam_pretraining", "data2vec_multi"):
+        source = state.get("_ema") if use_teacher else state
+        if source is None:
+            raise KeyError(f"{path}: no EMA teacher (_ema) to start from; set model.use_teacher=false")
+        prefix_ok = lambda k: not k.startswith("modality_encoders.IMAGE.decoder") and not k.startswith("_")  # noqa: E731
+        weights = encoder_from_official({k: v for k, v in source.items() if prefix_ok(k)})
+    elif name in ("sslam_classifier", "mae_image_classification"):
+        if use_teacher:
+            raise KeyError(f"{path}: a fine-tuned checkpoint has no teacher; set model.use_teacher=false")
+        weights = finetuned_from_official(state)[0]
+        if name == "mae_image_classification":
+            model_cfg = dict((model_cfg.get("pretrained_model_args") or {}).get("model") or {})
+            model_cfg["_name"] = "data2vec_multi"
+    else:
+        raise ValueError(f"{path}: unsupported model type {name!r} in cfg.model._name")
+    return _encoder_config(model_cfg, weights), weights
+
+
+def _encoder_config(model_cfg: Dict[str, Any], weights: Dict[str, torch.Tensor]) -> EncoderConfig:
+    if "encoder" in model_cfg:  # this plugin's checkpoints
+        return dataclass_from_dict(EncoderConfig, model_cfg["encoder"])
+    image = (model_cfg.get("modalities") or {}).get("image") or {}
+    embed_dim = weights["patch_embed.proj.weight"].shape[0]
+    patch = weights["patch_embed.proj.weight"].shape[-1]
+    freq_patches = 128 // patch
+    return EncoderConfig(
+        embed_dim=embed_dim,
+        depth=len({k.split(".")[1] for k in weights if k.startswith("blocks.")}),
+        num_heads=int(model_cfg.get("num_heads", max(embed_dim // 64, 1))),
+        mlp_ratio=float(model_cfg.get("mlp_ratio", 4.0)),
+        patch_size=patch,
+        max_time_patches=int(image.get("max_length", weights["pos_embed"].shape[1] // freq_patches)),
+        norm_eps=float(model_cfg.get("norm_eps", 1e-6)),
+        end_of_block_targets=bool(model_cfg.get("end_of_block_targets", False)),
+    )
+
+
+@register_model("sslam_classifier", dataclass=ClassifierModelConfig)
+class SSLAMClassifierModel(BaseFairseqModel):
+    def __init__(self, cfg: ClassifierModelConfig, encoder_cfg: EncoderConfig, num_classes: int):
+        super().__init__()
+        if cfg.prediction_mode not in POOLING_MODES:
+            raise ValueError(f"model.prediction_mode must be one of {POOLING_MODES}, got {cfg.prediction_mode!r}")
+        self.cfg = cfg
+        self.classifier = AudioClassifier(encoder_cfg, num_classes, cfg.prediction_mode, cfg.use_fc_norm)
+        if cfg.linear_eval:
+            self.classifier.encoder.requires_grad_(False)
+        self._set_optimizer_groups(encoder_cfg.depth)
+
+    def _set_optimizer_groups(self, depth: int) -> None:
+        for name, param in self.classifier.named_parameters():
+            if not param.requires_grad:
+                continue
+            if no_weight_decay(name, param):
+                param.param_group = NO_WEIGHT_DECAY_GROUP
+            if self.cfg.layer_decay != 1.0:
+                scale = self.cfg.layer_decay ** (depth + 1 - layer_id(name, depth))
+                param.optim_overrides = {"optimizer": {"lr_scale": scale}}
+
+    @classmethod
+    def build_model(cls, cfg: ClassifierModelConfig, task=None) -> "SSLAMClassifierModel":
+        weights = None
+        encoder_cfg = dataclass_from_dict(EncoderConfig, _as_dict(cfg.encoder))
+        if cfg.model_path:
+            encoder_cfg, weights = encoder_from_checkpoint(cfg.model_path, cfg.use_teacher)
+            if isinstance(cfg, DictConfig):  # saved with the checkpoint: it is self-contained
+                with open_dict(cfg):
+                    cfg.encoder = OmegaConf.structured(encoder_cfg)
+        if not cfg.linear_eval:
+            encoder_cfg = dataclasses.replace(encoder_cfg, end_drop_path=cfg.drop_path_rate)
+        model = cls(cfg, encoder_cfg, task.num_classes)
+        if weights is not None:
+            model.classifier.encoder.load_state_dict(weights, strict=True)
+            logger.info("encoder weights from %s (%s)", cfg.model_path, "teacher" if cfg.use_teacher else "student")
+        return model
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.cfg.linear_eval:
+            self.classifier.encoder.eval()  # frozen: no dropout, no stochastic depth
+        return self
+
+    def forward(self, source: torch.Tensor, target: Optional[torch.Tensor] = None, **unused) -> Dict[str, Any]:
+        """(B, 1, T, M) -> {"logits": (B, C), "target": (B, C) after mixup}."""
+        if self.training:
+            source, target = self.augment(source, target)
+        mask = None
+        if self.training and self.cfg.patch_mask_ratio > 0:
+            rows, cols = self.classifier.encoder.patch_grid(source.shape[2])
+            mask = random_patch_mask(source.shape[0], rows * cols, self.cfg.patch_mask_ratio)
+            mask = mask.to(source.device) if mask is not None else None
+        if self.cfg.linear_eval:
+            with torch.no_grad():
+                pooled = self.classifier.embed(source, mask)
+            logits = self.classifier.classify(pooled)
+        else:
+            logits = self.classifier(source, mask)
+        return {"logits": logits, "target": target}
+
+    def augment(self, source: torch.Tensor, target: Optional[torch.Tensor]):
+        if self.cfg.specaug_ratio > 0:
+            source = spec_augment(
+                source, int(source.shape[3] * self.cfg.specaug_ratio), int(source.shape[2] * self.cfg.specaug_ratio)
+            )
+        if target is not None and self.cfg.mixup_alpha > 0 and float(torch.rand(())) < self.cfg.mixup_prob:
+            source, target = mixup(source, target, self.cfg.mixup_alpha)
+        return source, target
+
+    # --------------------------------------------------------- checkpoint names
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        state = self.classifier.state_dict(keep_vars=keep_vars)
+        encoder = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        head = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+        out = destination if destination is not None else OrderedDict()
+        for name, value in finetuned_to_official(encoder, head).items():
+            out[prefix + name] = value
+        return out
+
+    def load_state_dict(self, state_dict, strict: bool = True, model_cfg: Optional[Any] = None, args=None):
+        encoder, head = finetuned_from_official(state_dict)
+        internal = {"encoder." + k: v for k, v in encoder.items()}
+        internal.update(head)
+        return self.classifier.load_state_dict(internal, strict=strict)
+
+
+def _as_dict(cfg: Any) -> Dict[str, Any]:
+    if OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)

@@ -1,0 +1,45 @@
+import torch
+
+from sslam_plugin.augment import mixup, random_patch_mask, random_roll, spec_augment
+
+
+def test_mixup_mixes_inputs_and_targets_with_the_same_weight():
+    torch.manual_seed(0)
+    x = torch.stack([torch.zeros(1, 4, 2), torch.ones(1, 4, 2)])  # (2, 1, 4, 2)
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mx, my = mixup(x, y, alpha=0.8)
+    assert mx.shape == x.shape and my.shape == y.shape
+    lam = 1.0 - float(mx[0, 0, 0, 0])  # clip 0 = lam * 0 + (1 - lam) * 1
+    assert 0.0 <= lam <= 1.0
+    assert torch.allclose(my[0], torch.tensor([lam, 1 - lam]))
+    assert torch.allclose(my.sum(dim=1), torch.ones(2))
+    assert mixup(x, y, alpha=0.0)[0] is x
+
+
+def test_spec_augment_zeroes_one_band_and_one_span():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 1, 50, 16) + 10.0  # no natural zeros
+    out = spec_augment(x, max_freq=4, max_time=10, generator=g)
+    assert out.shape == x.shape
+    for clip, original in zip(out, x):
+        zeroed = clip[0] == 0
+        bins = zeroed.all(dim=0)  # fully zeroed frequency bins
+        frames = zeroed.all(dim=1)
+        assert bins.sum() <= 4 and frames.sum() <= 10
+        # every zero lies in the masked band or span; everything else is untouched
+        assert torch.equal(zeroed, bins[None, :] | frames[:, None])
+        assert torch.equal(clip[0][~zeroed], original[0][~zeroed])
+    assert torch.equal(spec_augment(x, 0, 0), x)
+
+
+def test_patch_mask_drops_the_same_count_per_clip():
+    mask = random_patch_mask(5, 64, 0.2, torch.Generator().manual_seed(0))
+    assert mask.shape == (5, 64) and (mask.sum(dim=1) == 12).all()
+    assert random_patch_mask(5, 64, 0.0) is None
+
+
+def test_roll_is_a_circular_time_shift():
+    x = torch.arange(2 * 6 * 2, dtype=torch.float32).reshape(2, 1, 6, 2)
+    out = random_roll(x, torch.Generator().manual_seed(0))
+    for a, b in zip(out, x):
+        assert any(torch.equal(a, torch.roll(b, s, dims=1)) for s in range(6))

@@ -1,0 +1,120 @@
+"""Fine-tuning and linear evaluation: loading pre-trained weights, freezing, layouts, a short run."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import GOLDEN, REPO, require_reference, run, venv_bin
+
+pytest.importorskip("fairseq")
+
+from sslam_plugin.training.classifier_model import (  # noqa: E402
+    ClassifierModelConfig,
+    SSLAMClassifierModel,
+    encoder_from_checkpoint,
+    layer_id,
+)
+
+
+@pytest.fixture(scope="module")
+def official_path():
+    return require_reference(GOLDEN) / "official_eat_tiny_checkpoint.pt"
+
+
+def build(official_path, **cfg):
+    return SSLAMClassifierModel.build_model(
+        ClassifierModelConfig(model_path=str(official_path), **cfg), SimpleNamespace(num_classes=5)
+    )
+
+
+def test_official_checkpoint_gives_golden_cls(official_path):
+    model = build(official_path).eval()
+    fbank = torch.from_numpy(np.load(GOLDEN / "clip_16k_6s.fbank.npy"))[None, None]
+    with torch.no_grad():
+        cls = model.classifier.embed(fbank)[0].numpy()
+    golden = np.load(GOLDEN / "clip_16k_6s.features.npy")[0]
+    assert np.abs(cls - golden).max() < 1e-4
+
+
+def test_teacher_weights_are_selectable(official_path):
+    ckpt = torch.load(official_path, map_location="cpu", weights_only=False)
+    _, teacher = encoder_from_checkpoint(str(official_path), use_teacher=True)
+    assert torch.equal(teacher["blocks.1.mlp.fc1.weight"], ckpt["model"]["_ema"]["blocks.1.mlp.fc1.weight"])
+    model = build(official_path, use_teacher=True)
+    assert torch.equal(model.classifier.encoder.blocks[1].mlp.fc1.weight, ckpt["model"]["_ema"]["blocks.1.mlp.fc1.weight"])
+
+
+def test_linear_eval_keeps_the_encoder_frozen(official_path):
+    torch.manual_seed(0)
+    model = build(official_path, linear_eval=True, mixup_alpha=0.8, patch_mask_ratio=0.2).train()
+    assert not model.classifier.encoder.training  # eval mode even while training the head
+    before = {k: v.clone() for k, v in model.classifier.encoder.state_dict().items()}
+    head_before = model.classifier.head.weight.clone()
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert {id(p) for p in params} == {id(p) for p in model.classifier.head.parameters()} | {
+        id(p) for p in model.classifier.fc_norm.parameters()
+    }
+    opt = torch.optim.Adam(params, lr=1e-2)
+    for _ in range(3):
+        source, target = torch.randn(4, 1, 128, 128), (torch.rand(4, 5) < 0.3).float()
+        out = model(source, target=target)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(out["logits"], out["target"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for key, value in model.classifier.encoder.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert not torch.equal(model.classifier.head.weight, head_before)
+
+
+def test_state_dict_uses_official_finetuned_layout(official_path):
+    model = build(official_path)
+    state = model.state_dict()
+    assert "model.modality_encoders.IMAGE.local_encoder.proj.weight" in state
+    assert {"head.weight", "head.bias", "fc_norm.weight", "fc_norm.bias"} <= set(state)
+    assert not any(k.startswith("encoder.") for k in state)
+    other = build(official_path, use_teacher=True)
+    other.load_state_dict(state)
+    for key, value in other.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_layer_decay_scales(official_path):
+    model = build(official_path, layer_decay=0.5)
+    depth = 2
+    assert layer_id("encoder.patch_embed.proj.weight", depth) == 0
+    assert layer_id("encoder.blocks.1.attn.qkv.weight", depth) == 2
+    assert layer_id("head.weight", depth) == 3
+    scales = {n: p.optim_overrides["optimizer"]["lr_scale"] for n, p in model.classifier.named_parameters()}
+    assert scales["head.weight"] == 1.0
+    assert scales["encoder.blocks.1.attn.qkv.weight"] == 0.5
+    assert scales["encoder.cls_token"] == 0.125
+    assert model.classifier.encoder.cls_token.param_group == "no_weight_decay"
+
+
+def test_demo_finetuning_improves_validation_map(demo_data):
+    run_dir = demo_data / "finetune"
+    cmd = [
+        venv_bin("fairseq-hydra-train"),
+        "--config-dir", str(REPO / "config" / "finetune"),
+        "--config-name", "demo",
+        f"task.data={demo_data / 'data' / 'manifests'}",
+        "model.model_path=null",  # random init from model.encoder, seeded by common.seed
+        f"hydra.run.dir={run_dir}",
+        "dataset.batch_size=8", "dataset.num_workers=0",
+        "optimization.max_update=48", "optimizer.groups.default.lr_scheduler.warmup_updates=6",
+    ]
+    result = run(cmd, cwd=demo_data)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    maps = [float(m) for m in re.findall(r"valid on 'valid' subset \| .*?mAP ([\d.]+)", log)]
+    assert len(maps) >= 3, log[-2000:]
+    assert maps[-1] > maps[0]
+    ckpt = torch.load(run_dir / "checkpoints" / "checkpoint_best.pt", map_location="cpu", weights_only=False)
+    assert ckpt["task_state"]["label_ids"][0] == "low_hum"
+    assert ckpt["cfg"]["model"]["encoder"]["embed_dim"] == 128  # self-contained: architecture saved
