@@ -17,7 +17,7 @@ $(VENV)/.stack:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip setuptools wheel
-	$(PIP) install torch==2.11.0 torchaudio==2.11.0 numpy cython soundfile submitit pytest
+	$(PIP) install torch==2.11.0 torchaudio==2.11.0 numpy cython soundfile safetensors matplotlib submitit pytest scikit-learn
 	$(PIP) install --no-build-isolation fairseq-fixed==0.12.3.1
 	touch $@
 
@@ -36,10 +36,14 @@ demo-data: $(DEMO_DIR)/manifests/train.tsv
 TRAIN := PYTHONUNBUFFERED=1 $(VENV)/bin/fairseq-hydra-train --config-dir config/pretrain
 
 demo: venv demo-data
-	rm -rf $(DEMO_DIR)/runs/stage1 $(DEMO_DIR)/runs/stage2
+	rm -rf $(DEMO_DIR)/runs
 	$(TRAIN) --config-name demo_stage1 task.data=$(DEMO_DIR)/manifests hydra.run.dir=$(DEMO_DIR)/runs/stage1
 	$(TRAIN) --config-name demo_stage2 task.data=$(DEMO_DIR)/manifests hydra.run.dir=$(DEMO_DIR)/runs/stage2 \
 		checkpoint.continue_once=$(DEMO_DIR)/runs/stage1/checkpoints/checkpoint_last.pt
+	$(PY) scripts/demo_linear_eval.py --data $(DEMO_DIR)/manifests --runs $(DEMO_DIR)/runs/linear_eval \
+		--encoder random= \
+		--encoder stage1=$(DEMO_DIR)/runs/stage1/checkpoints/checkpoint_last.pt \
+		--encoder stage2=$(DEMO_DIR)/runs/stage2/checkpoints/checkpoint_last.pt
 	@echo "stage 1: $(DEMO_DIR)/runs/stage1/checkpoints/checkpoint_last.pt (log: $(DEMO_DIR)/runs/stage1/hydra_train.log)"
 	@echo "stage 2: $(DEMO_DIR)/runs/stage2/checkpoints/checkpoint_last.pt (log: $(DEMO_DIR)/runs/stage2/hydra_train.log)"
 

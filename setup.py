@@ -13,11 +13,12 @@ setup(
         "torchaudio==2.11.0",
         "numpy",
         "soundfile",
+        "safetensors",
     ],
     extras_require={
         # fairseq-fixed must be installed after torch with --no-build-isolation;
         # the Makefile does that. Never depend on plain `fairseq`.
-        "train": ["fairseq-fixed==0.12.3.1", "submitit"],
-        "test": ["pytest"],
+        "train": ["fairseq-fixed==0.12.3.1", "submitit", "matplotlib"],
+        "test": ["pytest", "scikit-learn"],
     },
 )

@@ -20,6 +20,14 @@ __all__ = [
     "pretrainer_to_official",
     "pretrainer_from_official",
     "OPTIONAL_KEYS",
+    "FINETUNED_ENCODER_PREFIX",
+    "FINETUNED_HEAD_NAMES",
+    "GENERATOR_STATE_KEY",
+    "TEACHER_KEY",
+    "is_official_encoder_name",
+    "is_official_decoder_name",
+    "finetuned_to_official",
+    "finetuned_from_official",
 ]
 
 _IMAGE = "modality_encoders.IMAGE."
@@ -109,3 +117,64 @@ def pretrainer_from_official(state: Mapping[str, object]) -> Dict[str, torch.Ten
         teacher_enc = encoder_from_official(teacher)  # type: ignore[arg-type]
     out.update({"teacher.encoder." + k: v for k, v in teacher_enc.items()})
     return out
+
+
+# ----------------------------------------------------------------------------
+# Fine-tuned (``mae_image_classification``) layout: the encoder's official names
+# under ``model.``, no decoder and no ``_ema``, plus the classifier at top level.
+FINETUNED_ENCODER_PREFIX = "model."
+FINETUNED_HEAD_NAMES = ("head.weight", "head.bias", "fc_norm.weight", "fc_norm.bias")
+GENERATOR_STATE_KEY = _GENERATOR_STATE[1]
+TEACHER_KEY = _TEACHER_KEY
+
+
+def is_official_encoder_name(name: str) -> bool:
+    """Whether ``name`` is an encoder parameter or buffer in official naming."""
+    try:
+        _rename(name, _ENCODER_NAMES, False)
+    except KeyError:
+        return False
+    return True
+
+
+def is_official_decoder_name(name: str) -> bool:
+    """Whether ``name`` belongs to the official pre-training decoder."""
+    return name.startswith(_DECODER_PREFIX[1])
+
+
+def finetuned_to_official(
+    encoder_state: Mapping[str, torch.Tensor], head_state: Mapping[str, torch.Tensor]
+) -> Dict[str, torch.Tensor]:
+    """Our ``AudioEncoder`` state plus ``head.*`` / ``fc_norm.*`` -> fine-tuned official layout."""
+    unknown = sorted(k for k in head_state if k not in FINETUNED_HEAD_NAMES)
+    if unknown:
+        raise CheckpointLayoutError(f"classification head: unrecognised parameter names: {unknown}")
+    out = {FINETUNED_ENCODER_PREFIX + k: v for k, v in encoder_to_official(encoder_state).items()}
+    out.update(head_state)
+    return out
+
+
+def finetuned_from_official(
+    state: Mapping[str, torch.Tensor],
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """Fine-tuned official layout -> (our ``AudioEncoder`` state, ``head.*`` / ``fc_norm.*`` state).
+
+    Decoder weights left under ``model.`` (a fine-tune that kept them) are dropped.
+    """
+    encoder: Dict[str, torch.Tensor] = {}
+    head: Dict[str, torch.Tensor] = {}
+    unknown: List[str] = []
+    for name, value in state.items():
+        if name in FINETUNED_HEAD_NAMES:
+            head[name] = value
+        elif name.startswith(FINETUNED_ENCODER_PREFIX):
+            inner = name[len(FINETUNED_ENCODER_PREFIX) :]
+            if is_official_encoder_name(inner):
+                encoder[inner] = value
+            elif not is_official_decoder_name(inner):
+                unknown.append(name)
+        else:
+            unknown.append(name)
+    if unknown:
+        raise CheckpointLayoutError(f"fine-tuned checkpoint: unrecognised parameter names: {sorted(unknown)}")
+    return encoder_from_official(encoder), head

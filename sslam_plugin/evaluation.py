@@ -9,17 +9,27 @@ import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 
-from .data import AudioLoadError, LabelSet, Manifest, clip_id, load_audio, multi_hot, read_clip_labels
+from .data import (
+    AudioLoadError,
+    LabelSet,
+    Manifest,
+    clip_id,
+    load_audio,
+    multi_hot,
+    read_clip_labels,
+    read_label_descriptors,
+    read_manifest,
+)
 from .features import FbankConfig, waveform_to_features
 from .metrics import accuracy, mean_average_precision
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SplitResult", "labelled_targets", "predict_manifest", "score_split", "write_per_class_csv", "plot_per_class"]
+__all__ = ["SplitResult", "evaluate_checkpoint", "labelled_targets", "predict_manifest", "score_split", "write_per_class_csv", "plot_per_class"]
 
 
 @dataclass
@@ -109,3 +119,54 @@ def plot_per_class(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def evaluate_checkpoint(
+    checkpoint: Union[str, Path],
+    data: Union[str, Path],
+    split: str,
+    out_dir: Optional[Path] = None,
+    batch_size: int = 16,
+    device: Optional[str] = None,
+    trust: bool = False,
+) -> Dict[str, object]:
+    """Score ``checkpoint`` on ``data/split`` and write the per-class report; returns a summary.
+
+    Writes ``{checkpoint stem}_{split}_per_class_ap.csv`` and ``.png`` into
+    ``out_dir`` (default: the checkpoint's folder).
+    """
+    checkpoint, data = Path(checkpoint), Path(data)
+    from . import load_encoder
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_encoder(checkpoint, device=device, trust=trust)
+    if model.head_config is None:
+        raise ValueError(f"{checkpoint}: no classification head; evaluate a fine-tuned or linear-eval checkpoint")
+    labels = read_label_descriptors(data / "label_descriptors.csv")
+    if len(labels) != model.head_config.num_classes:
+        raise ValueError(
+            f"{checkpoint} predicts {model.head_config.num_classes} classes but "
+            f"{data / 'label_descriptors.csv'} lists {len(labels)}"
+        )
+    if model.labels and [lab.id for lab in model.labels] != list(labels.ids):
+        raise ValueError(f"{checkpoint} was trained with another label order than {data / 'label_descriptors.csv'}")
+    manifest = read_manifest(data / f"{split}.tsv")
+    targets = labelled_targets(manifest, data / f"{split}.lbl", labels)
+    scores = predict_manifest(model.logits, manifest, model.frontend, batch_size, device)
+    result: SplitResult = score_split(scores, targets, multilabel=model.head_config.activation == "sigmoid")
+
+    out_dir = out_dir or checkpoint.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{checkpoint.stem}_{split}"
+    csv_path, png_path = out_dir / f"{stem}_per_class_ap.csv", out_dir / f"{stem}_per_class_ap.png"
+    write_per_class_csv(csv_path, labels, result.per_class_ap, targets)
+    plot_per_class(png_path, labels, result.per_class_ap, title=f"{checkpoint.name} on {split}: {result.metric} {result.value:.4f}")
+    return {
+        "checkpoint": str(checkpoint),
+        "split": split,
+        "clips": len(manifest),
+        "metric": result.metric,
+        "value": result.value,
+        "per_class_csv": str(csv_path),
+        "chart": str(png_path),
+    }

@@ -20,15 +20,13 @@ from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..augment import mixup, random_patch_mask, spec_augment
-from ..checkpoint_layout import (
-    encoder_from_official,
-    finetuned_from_official,
-    finetuned_to_official,
-)
+from ..checkpoint_layout import finetuned_from_official, finetuned_to_official
 from ..config_utils import dataclass_from_dict
+from ..export import load_any
 from ..models.classifier import POOLING_MODES, AudioClassifier
 from ..models.encoder import EncoderConfig
 from .model import NO_WEIGHT_DECAY_GROUP, no_weight_decay
+from .task import resolve_launch_path
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +39,9 @@ class ClassifierModelConfig(FairseqDataclass):
         metadata={"help": "pre-trained or fine-tuned checkpoint (this plugin's or official); None = random init"},
     )
     use_teacher: bool = field(default=False, metadata={"help": "start from the EMA teacher instead of the student"})
+    trust_checkpoint: bool = field(
+        default=False, metadata={"help": "allow the full (pickle) loader for model_path; only for files you trust"}
+    )
     encoder: EncoderConfig = field(
         default_factory=EncoderConfig, metadata={"help": "architecture; replaced by model_path's when given"}
     )
@@ -66,59 +67,12 @@ def layer_id(name: str, depth: int) -> int:
     return depth + 1
 
 
-def _load(path: str) -> Dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        # fairseq checkpoints of other trainers may pickle config objects
-        logger.warning("%s needs the full (pickle) loader; load only checkpoints you trust", path)
-        return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def encoder_from_checkpoint(path: str, use_teacher: bool) -> Tuple[EncoderConfig, Dict[str, torch.Tensor]]:
-    """Architecture and weights (our ``AudioEncoder`` names) of a pre-trained or fine-tuned checkpoint."""
-    ckpt = _load(path)
-    cfg = ckpt.get("cfg") or {}
-    if OmegaConf.is_config(cfg):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    model_cfg = dict(cfg.get("model") or {})
-    state = ckpt["model"]
-    name = model_cfg.get("_name")
-    if name in ("sslam_pretraining", "data2vec_multi"):
-        source = state.get("_ema") if use_teacher else state
-        if source is None:
-            raise KeyError(f"{path}: no EMA teacher (_ema) to start from; set model.use_teacher=false")
-        prefix_ok = lambda k: not k.startswith("modality_encoders.IMAGE.decoder") and not k.startswith("_")  # noqa: E731
-        weights = encoder_from_official({k: v for k, v in source.items() if prefix_ok(k)})
-    elif name in ("sslam_classifier", "mae_image_classification"):
-        if use_teacher:
-            raise KeyError(f"{path}: a fine-tuned checkpoint has no teacher; set model.use_teacher=false")
-        weights = finetuned_from_official(state)[0]
-        if name == "mae_image_classification":
-            model_cfg = dict((model_cfg.get("pretrained_model_args") or {}).get("model") or {})
-            model_cfg["_name"] = "data2vec_multi"
-    else:
-        raise ValueError(f"{path}: unsupported model type {name!r} in cfg.model._name")
-    return _encoder_config(model_cfg, weights), weights
-
-
-def _encoder_config(model_cfg: Dict[str, Any], weights: Dict[str, torch.Tensor]) -> EncoderConfig:
-    if "encoder" in model_cfg:  # this plugin's checkpoints
-        return dataclass_from_dict(EncoderConfig, model_cfg["encoder"])
-    image = (model_cfg.get("modalities") or {}).get("image") or {}
-    embed_dim = weights["patch_embed.proj.weight"].shape[0]
-    patch = weights["patch_embed.proj.weight"].shape[-1]
-    freq_patches = 128 // patch
-    return EncoderConfig(
-        embed_dim=embed_dim,
-        depth=len({k.split(".")[1] for k in weights if k.startswith("blocks.")}),
-        num_heads=int(model_cfg.get("num_heads", max(embed_dim // 64, 1))),
-        mlp_ratio=float(model_cfg.get("mlp_ratio", 4.0)),
-        patch_size=patch,
-        max_time_patches=int(image.get("max_length", weights["pos_embed"].shape[1] // freq_patches)),
-        norm_eps=float(model_cfg.get("norm_eps", 1e-6)),
-        end_of_block_targets=bool(model_cfg.get("end_of_block_targets", False)),
-    )
+def encoder_from_checkpoint(
+    path: str, use_teacher: bool, trust: bool = False
+) -> Tuple[EncoderConfig, Dict[str, torch.Tensor]]:
+    """Architecture and weights (our ``AudioEncoder`` names) of any supported checkpoint or export."""
+    export = load_any(path, trust=trust, teacher=use_teacher)
+    return export.encoder, export.encoder_state
 
 
 @register_model("sslam_classifier", dataclass=ClassifierModelConfig)
@@ -148,7 +102,9 @@ class SSLAMClassifierModel(BaseFairseqModel):
         weights = None
         encoder_cfg = dataclass_from_dict(EncoderConfig, _as_dict(cfg.encoder))
         if cfg.model_path:
-            encoder_cfg, weights = encoder_from_checkpoint(cfg.model_path, cfg.use_teacher)
+            encoder_cfg, weights = encoder_from_checkpoint(
+                resolve_launch_path(cfg.model_path), cfg.use_teacher, cfg.trust_checkpoint
+            )
             if isinstance(cfg, DictConfig):  # saved with the checkpoint: it is self-contained
                 with open_dict(cfg):
                     cfg.encoder = OmegaConf.structured(encoder_cfg)
