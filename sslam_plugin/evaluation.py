@@ -13,18 +13,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 
-from .data import (
-    AudioLoadError,
-    LabelSet,
-    Manifest,
-    clip_id,
-    load_audio,
-    multi_hot,
-    read_clip_labels,
-    read_label_descriptors,
-    read_manifest,
-)
-from .features import FbankConfig, waveform_to_features
+from .data import LabelSet, Manifest, labels_for_files, multi_hot, read_clip_labels, read_label_descriptors, read_manifest
+from .data.robust import RobustClipReader
+from .features import FbankConfig
 from .metrics import accuracy, mean_average_precision
 
 logger = logging.getLogger(__name__)
@@ -43,11 +34,8 @@ class SplitResult:
 
 def labelled_targets(manifest: Manifest, lbl_path: Union[str, Path], labels: LabelSet) -> torch.Tensor:
     """(N, C) multi-hot targets of the manifest's clips, in manifest order."""
-    by_clip = read_clip_labels(lbl_path, labels)
-    missing = [f for f in manifest.files if clip_id(f) not in by_clip]
-    if missing:
-        raise ValueError(f"{lbl_path}: no labels for {len(missing)} clips of {manifest.path} (first: {missing[0]!r})")
-    return torch.stack([multi_hot(by_clip[clip_id(f)], len(labels)) for f in manifest.files])
+    indices = labels_for_files(manifest.files, read_clip_labels(lbl_path, labels), str(lbl_path))
+    return torch.stack([multi_hot(i, len(labels)) for i in indices])
 
 
 @torch.no_grad()
@@ -65,14 +53,9 @@ def predict_manifest(
     """
     outputs: List[torch.Tensor] = []
     batch: List[torch.Tensor] = []
-    silence = (torch.zeros(fbank.target_length, fbank.num_mel_bins) - fbank.norm_mean) / (2 * fbank.norm_std)
+    reader = RobustClipReader(manifest, fbank, policy="silence")
     for index in range(len(manifest)):
-        try:
-            waveform, rate = load_audio(manifest.full_path(index))
-            batch.append(waveform_to_features(waveform, rate, fbank))
-        except (AudioLoadError, ValueError) as err:
-            logger.warning("scoring unreadable clip as silence: %s", err)
-            batch.append(silence)
+        batch.append(reader.read(index).features)
         if len(batch) == batch_size or index == len(manifest) - 1:
             x = torch.stack(batch).unsqueeze(1).to(device)  # (B, T, M) -> (B, 1, T, M)
             outputs.append(model(x).float().cpu())

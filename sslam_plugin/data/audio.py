@@ -32,7 +32,8 @@ def load_audio(path: Union[str, Path]) -> Tuple[torch.Tensor, int]:
     try:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several types for bad files
-        raise AudioLoadError(f"{path}: cannot decode audio ({err})") from err
+        detail = getattr(err, "error_string", None) or str(err)  # libsndfile's reason, without the path
+        raise AudioLoadError(f"{path}: cannot decode audio ({detail})") from err
     if data.shape[0] == 0:
         raise AudioLoadError(f"{path}: file holds no samples")
     if not np.isfinite(data).all():

@@ -2,7 +2,8 @@
 
 ``label_descriptors.csv``: ``index,label_id,display_name`` per line (no header).
 ``{split}.lbl``: ``clip_id<TAB>label_id1,label_id2`` per line; the clip id is
-the manifest entry's file name without folder or extension.
+the manifest entry's path without extension (``yes/0a7c2a8d_nohash_0``) or,
+where those are unique, just its file name without extension.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Dict, List, Sequence, Union
 
 import torch
 
-__all__ = ["LabelSet", "read_label_descriptors", "read_clip_labels", "clip_id", "multi_hot"]
+__all__ = ["LabelSet", "read_label_descriptors", "read_clip_labels", "clip_id", "labels_for_files", "multi_hot"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,25 @@ def clip_id(relative_path: str) -> str:
     """Manifest entry -> clip id (file name without folder or extension)."""
     name = relative_path.replace("\\", "/").rsplit("/", 1)[-1]
     return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def labels_for_files(files: Sequence[str], by_clip: Dict[str, List[int]], source: str) -> List[List[int]]:
+    """Class indices of each manifest entry, matched by path without extension, else by file name.
+
+    Raises ValueError naming ``source`` and the first entry without labels.
+    """
+    out: List[List[int]] = []
+    missing: List[str] = []
+    for rel in files:
+        norm = rel.replace("\\", "/")
+        path_id = norm.rsplit(".", 1)[0] if "." in norm.rsplit("/", 1)[-1] else norm
+        labels = by_clip.get(path_id, by_clip.get(clip_id(rel)))
+        if labels is None:
+            missing.append(rel)
+        out.append(labels or [])
+    if missing:
+        raise ValueError(f"{source}: {len(missing)} clips have no labels (first: {missing[0]!r})")
+    return out
 
 
 def read_clip_labels(path: Union[str, Path], labels: LabelSet) -> Dict[str, List[int]]:

@@ -21,9 +21,9 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import MISSING
 
-from ..data import AudioLoadError, LabelSet, clip_id, multi_hot, read_clip_labels, read_label_descriptors, read_manifest
-from ..data.audio import load_audio
-from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FbankConfig, waveform_to_features
+from ..data import LabelSet, labels_for_files, multi_hot, read_clip_labels, read_label_descriptors, read_manifest
+from ..data.robust import RobustClipReader, preflight_check
+from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FbankConfig
 from .task import resolve_launch_path
 
 logger = logging.getLogger(__name__)
@@ -34,51 +34,51 @@ __all__ = ["ClassificationTaskConfig", "SSLAMClassificationTask", "LabelledFbank
 class LabelledFbankDataset(FairseqDataset):
     """Items: ``source`` (1, T, M) features and ``target`` (C,) multi-hot labels.
 
-    A clip that cannot be read is replaced by silence (its labels kept) and
-    logged with its path, so a long run or an evaluation does not stop for it.
+    Unreadable clips never stop a run (``sslam_plugin.data.robust``): in
+    training another clip is used with its own labels; in validation the clip
+    is scored as silence with its labels kept, so the split stays the same.
     """
 
-    def __init__(self, manifest, labels: List[List[int]], num_classes: int, fbank: FbankConfig, roll: bool = False):
+    def __init__(
+        self,
+        manifest,
+        labels: List[List[int]],
+        num_classes: int,
+        fbank: FbankConfig,
+        training: bool,
+        roll: bool = False,
+        seed: int = 1,
+    ):
         super().__init__()
-        self.manifest = manifest
         self.labels = labels
         self.num_classes = num_classes
-        self.fbank = fbank
         self.roll = roll
+        self.seed = seed
         self.epoch = 1
         self.sample_weights: Optional[np.ndarray] = None
         self.num_samples = 0
-        self.seed = 1
+        self.reader = RobustClipReader(manifest, fbank, seed=seed, policy="substitute" if training else "silence")
 
     def __len__(self) -> int:
-        return len(self.manifest)
+        return len(self.reader)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     @property
     def can_reuse_epoch_itr_across_epochs(self) -> bool:
-        return self.sample_weights is None
-
-    def features(self, index: int) -> torch.Tensor:
-        path = self.manifest.full_path(index)
-        try:
-            waveform, rate = load_audio(path)
-            fbank = waveform_to_features(waveform, rate, self.fbank)
-        except (AudioLoadError, ValueError) as err:
-            logger.warning("using silence for unreadable clip %s: %s", path, err)
-            silence = torch.zeros(self.fbank.target_length, self.fbank.num_mel_bins)
-            fbank = (silence - self.fbank.norm_mean) / (2 * self.fbank.norm_std)
-        if self.roll:
-            shift = np.random.default_rng([self.seed, self.epoch, index]).integers(0, fbank.shape[0])
-            fbank = torch.roll(fbank, int(shift), dims=0)
-        return fbank.unsqueeze(0)
+        return self.sample_weights is None and not self.roll
 
     def __getitem__(self, index: int) -> Dict[str, object]:
+        read = self.reader.read(index)
+        fbank = read.features  # (T, M)
+        if self.roll:  # a circular time shift, reproducible from (seed, epoch, index)
+            shift = np.random.default_rng([self.seed, self.epoch, index]).integers(0, fbank.shape[0])
+            fbank = torch.roll(fbank, int(shift), dims=0)
         return {
             "id": index,
-            "source": self.features(index),
-            "target": multi_hot(self.labels[index], self.num_classes),
+            "source": fbank.unsqueeze(0),
+            "target": multi_hot(self.labels[read.index], self.num_classes),
         }
 
     def collater(self, samples: List[Dict[str, object]]) -> Dict[str, object]:
@@ -156,17 +156,14 @@ class SSLAMClassificationTask(FairseqTask):
     def labelled_dataset(self, split: str, training: bool = False) -> LabelledFbankDataset:
         manifest_path = os.path.join(self.cfg.data, f"{split}.tsv")
         manifest = read_manifest(manifest_path)
-        by_clip = read_clip_labels(os.path.join(self.cfg.data, f"{split}.lbl"), self.labels)
-        missing = [f for f in manifest.files if clip_id(f) not in by_clip]
-        if missing:
-            raise ValueError(
-                f"{manifest_path}: {len(missing)} clips have no line in {split}.lbl (first: {missing[0]!r})"
-            )
-        labels = [by_clip[clip_id(f)] for f in manifest.files]
+        lbl_path = os.path.join(self.cfg.data, f"{split}.lbl")
+        labels = labels_for_files(manifest.files, read_clip_labels(lbl_path, self.labels), lbl_path)
         if not self.cfg.multilabel and any(len(lab) != 1 for lab in labels):
             raise ValueError(f"{split}.lbl: task.multilabel=false needs exactly one label per clip")
-        dataset = LabelledFbankDataset(manifest, labels, self.num_classes, self.fbank_config(), self.cfg.roll_aug and training)
-        dataset.seed = self.cfg.seed
+        preflight_check(manifest, self.fbank_config())
+        dataset = LabelledFbankDataset(
+            manifest, labels, self.num_classes, self.fbank_config(), training, self.cfg.roll_aug and training, self.cfg.seed
+        )
         if training and self.cfg.weights_file:
             weights = np.loadtxt(resolve_launch_path(self.cfg.weights_file), dtype=np.float64, ndmin=1)
             if len(weights) != len(manifest):

@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, List
 
-import torch
 from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass

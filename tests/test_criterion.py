@@ -1,0 +1,50 @@
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("fairseq")
+
+from fairseq import metrics  # noqa: E402
+
+from sslam_plugin.training.criterion import SSLAMWeightedLossesConfig, SSLAMWeightedLossesCriterion  # noqa: E402
+
+
+class FakeModel(torch.nn.Module):
+    def forward(self, **unused):
+        return {
+            "losses": {"frame": torch.tensor(10.0), "source_retention": torch.tensor(3.0)},
+            "sample_size": torch.tensor(4),
+            "logs": {"pred_var": torch.tensor(0.5), "mixed_fraction": torch.tensor(0.25)},
+        }
+
+
+def criterion(**weights):
+    cfg = SSLAMWeightedLossesConfig(loss_weights=weights, log_keys=["pred_var", "mixed_fraction"])
+    return SSLAMWeightedLossesCriterion(cfg, task=None)
+
+
+def sample():
+    return {"id": torch.arange(2), "net_input": {}}
+
+
+def test_weighted_sum_and_per_term_logs():
+    loss, sample_size, log = criterion(source_retention=2.0)(FakeModel(), sample())
+    assert float(loss) == 10.0 + 2.0 * 3.0
+    assert int(sample_size) == 4
+    assert log["loss_frame"] == 10.0 and log["loss_source_retention"] == 6.0
+    assert log["pred_var"] == 0.5 and log["mixed_fraction"] == 0.25
+
+
+def test_reduce_reports_terms_per_masked_patch_in_bits():
+    _, _, log = criterion()(FakeModel(), sample())
+    with metrics.aggregate() as agg:
+        SSLAMWeightedLossesCriterion.reduce_metrics([log, log])
+        values = agg.get_smoothed_values()
+    assert values["loss_frame"] == pytest.approx(round(20.0 / 8 / math.log(2), 4))
+    assert values["pred_var"] == pytest.approx(0.5)
+
+
+def test_unknown_weight_names_the_key():
+    with pytest.raises(KeyError, match="utterance_mixed"):
+        criterion(utterance_mixed=1.0)(FakeModel(), sample())
