@@ -241,6 +241,27 @@ def test_spass_matrix_and_list_layouts_and_75_percent_split(tmp_path):
     assert lines(dest / "market" / "train.tsv")[0] == str((root / "market_scene").resolve())
 
 
+def test_spass_event_layout_of_the_release(tmp_path):
+    # the released CSVs: one row per sound event, file in audio_filename, class in class
+    root = tmp_path / "SPASS"
+    (root / "SPASS_META_DATA").mkdir(parents=True)
+    (root / "SPASS_META_DATA" / "1_MatrixLabelsMarket.csv").write_text(
+        "audio_filename,class,onset,offset\n"
+        "b.wav,Voices,0.0,1.0\nb.wav,Cart,2.0,3.0\na.wav,Voices,0.5,4.0\nb.wav,Voices,5.0,6.0\n"
+        "d.wav,Bird,0.0,10.0\nc.wav,Cart,1.0,2.0\n"
+    )
+    for n in "abcd":
+        audio(root / "Market_audio_files", f"{n}.wav")
+    sets = lm.spass(root)
+    dest = tmp_path / "out"
+    lm.write_label_manifests(sets, dest)
+    # sorted a b c | d; b lists Voices once though it has two Voices events
+    assert lines(dest / "market" / "train.lbl") == ["a\tVoices", "b\tVoices,Cart", "c\tCart"]
+    assert lines(dest / "market" / "eval.lbl") == ["d\tBird"]
+    assert lines(dest / "market" / "label_descriptors.csv") == ["0,Bird,Bird", "1,Cart,Cart", "2,Voices,Voices"]
+    assert lines(dest / "market" / "train.tsv")[0] == str((root / "Market_audio_files").resolve())
+
+
 # ---------------------------------------------------------------- URBAN-SED
 
 

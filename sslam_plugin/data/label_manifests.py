@@ -602,6 +602,7 @@ def speech_commands(root: PathLike) -> LabelledSplits:
 # ---------------------------------------------------------------- SPASS
 
 _FILE_COLUMN_HINTS = ("file", "name", "audio", "wav", "path")
+_EVENT_CLASS_COLUMNS = ("class", "label", "class_name", "event_label")
 
 
 def _sniff_delimiter(header_line: str) -> str:
@@ -620,10 +621,13 @@ def _is_number(text: str) -> bool:
 def read_spass_labels(path: PathLike) -> Tuple[List[str], List[Tuple[str, Tuple[str, ...]]]]:
     """Parse one SPASS scene's label CSV into (classes, [(file name, labels)]).
 
-    The label matrix layout: a header row naming the file column and then one
-    column per class; each row a file and a number per class (> 0 = present).
-    A list layout (the file, then class names) is accepted too. The delimiter
-    (comma, semicolon or tab) is detected from the header row.
+    Three layouts are read. The SPASS release's event layout: a header row with
+    the file column (``audio_filename``) and a ``class`` column, one row per
+    sound event, so a file appears once per event (other columns such as onsets
+    are ignored). A matrix layout: a header naming the file column and then one
+    column per class, each row a file and a number per class (> 0 = present).
+    A list layout: each row the file, then class names. The delimiter (comma,
+    semicolon or tab) is detected from the header row.
     """
     path = Path(path)
     lines = [line for line in _read_text_lines(path)]
@@ -632,6 +636,9 @@ def read_spass_labels(path: PathLike) -> Tuple[List[str], List[Tuple[str, Tuple[
     rows = list(csv.reader(lines, delimiter=_sniff_delimiter(lines[0])))
     header = [h.strip() for h in rows[0]]
     file_col = next((i for i, h in enumerate(header) if any(k in h.lower() for k in _FILE_COLUMN_HINTS)), 0)
+    class_col = next((i for i, h in enumerate(header) if h.lower() in _EVENT_CLASS_COLUMNS), None)
+    if class_col is not None:
+        return _read_spass_events(path, rows, file_col, class_col)
     class_cols = [i for i, h in enumerate(header) if i != file_col and h]
     body = [(lineno, row) for lineno, row in enumerate(rows[1:], start=2) if any(cell.strip() for cell in row)]
     matrix = bool(class_cols) and all(
@@ -660,6 +667,28 @@ def read_spass_labels(path: PathLike) -> Tuple[List[str], List[Tuple[str, Tuple[
     if not entries:
         raise LabelFormatError(f"{path}: no files listed")
     return (classes if matrix else sorted(classes)), entries
+
+
+def _read_spass_events(
+    path: Path, rows: List[List[str]], file_col: int, class_col: int
+) -> Tuple[List[str], List[Tuple[str, Tuple[str, ...]]]]:
+    """The event layout: one row per (file, class) event; a file's labels are its distinct classes."""
+    by_file: Dict[str, List[str]] = {}
+    for lineno, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if max(file_col, class_col) >= len(row) or not row[file_col].strip() or not row[class_col].strip():
+            raise LabelFormatError(f"{path}:{lineno}: expected a file name and a class, got {row}")
+        name = os.path.basename(row[file_col].strip().replace("\\", "/"))
+        label = row[class_col].strip()
+        _check_label(label, f"{path}:{lineno}: class")
+        labels = by_file.setdefault(name, [])
+        if label not in labels:
+            labels.append(label)
+    if not by_file:
+        raise LabelFormatError(f"{path}: no files listed")
+    classes = sorted({label for labels in by_file.values() for label in labels})
+    return classes, [(name, tuple(labels)) for name, labels in by_file.items()]
 
 
 def _scene_of(csv_path: Path) -> str:
