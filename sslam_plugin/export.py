@@ -36,7 +36,6 @@ unless the caller passes ``trust=True`` (``--trust-checkpoint``).
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import logging
@@ -62,6 +61,7 @@ from .checkpoint_layout import (
     is_official_encoder_name,
 )
 from .config_utils import dataclass_from_dict
+from .data.labels import read_label_descriptors
 from .features import AUDIOSET_MEAN, AUDIOSET_STD, SAMPLE_RATE, FbankConfig
 from .models.encoder import EncoderConfig
 
@@ -560,31 +560,12 @@ def _stated_activation(ckpt: Mapping[str, Any]) -> str:
 
 
 def read_label_csv(path: Union[str, Path]) -> List[Label]:
-    """``index,label_id,display_name`` lines (AudioSet's ``class_labels_indices.csv``).
-
-    A header line (first field not an integer) is skipped; names may be quoted.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: label file not found")
-    labels: List[Label] = []
-    with path.open(newline="", encoding="utf-8") as handle:
-        for lineno, row in enumerate(csv.reader(handle), start=1):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < 3:
-                raise CheckpointError(f"{path}:{lineno}: expected 'index,label_id,display_name', got {row}")
-            try:
-                index = int(row[0])
-            except ValueError:
-                if lineno == 1:
-                    continue  # header
-                raise CheckpointError(f"{path}:{lineno}: index {row[0]!r} is not an integer") from None
-            labels.append(Label(index, row[1].strip(), ",".join(row[2:]).strip()))
-    labels.sort(key=lambda label: label.index)
-    if [label.index for label in labels] != list(range(len(labels))):
-        raise CheckpointError(f"{path}: label indices must be 0..N-1 without gaps or repeats")
-    return labels
+    """``index,label_id,display_name`` lines (also AudioSet's ``class_labels_indices.csv``)."""
+    try:
+        labels = read_label_descriptors(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise CheckpointError(str(err)) from err
+    return [Label(i, label_id, name) for i, (label_id, name) in enumerate(zip(labels.ids, labels.names))]
 
 
 def _labels(

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
+from .labels import read_label_descriptors
 from .parallel import parallel_map
 from .scan import (
     AUDIO_EXTENSIONS,
@@ -206,29 +207,15 @@ def _with_ids(entries: Sequence[Tuple[str, Tuple[str, ...]]], what: str) -> List
 
 
 def read_descriptor_rows(path: PathLike) -> List[LabelDescriptor]:
-    """Read ``index,label_id,display_name`` rows (a first ``index,...`` header row is skipped).
-
-    Reads both our ``label_descriptors.csv`` and AudioSet's ``class_labels_indices.csv``.
-    """
-    path = Path(path)
-    descriptors = []
-    for lineno, row in enumerate(csv.reader(_read_text_lines(path)), start=1):
-        if not row or not "".join(row).strip():
-            continue
-        if lineno == 1 and row[0].strip().lower() == "index":
-            continue
-        if len(row) < 3:
-            raise LabelFormatError(f"{path}:{lineno}: expected 'index,label_id,display_name', got {row}")
-        try:
-            index = int(row[0])
-        except ValueError:
-            raise LabelFormatError(f"{path}:{lineno}: index {row[0]!r} is not an integer") from None
-        label_id = row[1].strip()
-        _check_label(label_id, f"{path}:{lineno}: label id")
-        descriptors.append(LabelDescriptor(index, label_id, ",".join(row[2:]).strip()))
-    if not descriptors:
-        raise LabelFormatError(f"{path}: no label descriptors found")
-    return descriptors
+    """Read ``index,label_id,display_name`` rows (our ``label_descriptors.csv`` or AudioSet's
+    ``class_labels_indices.csv``, whose header row is skipped)."""
+    try:
+        labels = read_label_descriptors(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise LabelFormatError(str(err)) from err
+    for label_id in labels.ids:
+        _check_label(label_id, f"{path}: label id")
+    return [LabelDescriptor(i, label_id, name) for i, (label_id, name) in enumerate(zip(labels.ids, labels.names))]
 
 
 def write_label_descriptors(path: PathLike, descriptors: Sequence[LabelDescriptor]) -> None:

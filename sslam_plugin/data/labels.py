@@ -31,22 +31,34 @@ class LabelSet:
 
 
 def read_label_descriptors(path: Union[str, Path]) -> LabelSet:
-    """Read ``index,label_id,display_name`` rows; indices must be 0..C-1."""
+    """Read ``index,label_id,display_name`` rows; indices must be 0..C-1.
+
+    Also reads AudioSet's ``class_labels_indices.csv``: a header row (first
+    field not an integer) is skipped, and a display name may be quoted or hold
+    unquoted commas. Raises ValueError naming the file and line.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: label descriptors not found (expected index,label_id,display_name rows)")
     rows: Dict[int, tuple] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         for lineno, row in enumerate(csv.reader(handle), start=1):
-            if not row or (lineno == 1 and not row[0].strip().isdigit()):
-                continue  # blank line or a header row
-            if len(row) < 2:
-                raise ValueError(f"{path}:{lineno}: expected index,label_id[,display_name], got {row}")
+            if not row or not "".join(row).strip():
+                continue
             try:
                 index = int(row[0])
             except ValueError:
+                if lineno == 1:
+                    continue  # a header row
                 raise ValueError(f"{path}:{lineno}: class index {row[0]!r} is not an integer") from None
-            rows[index] = (row[1].strip(), (row[2] if len(row) > 2 else row[1]).strip())
+            if len(row) < 2 or not row[1].strip():
+                raise ValueError(f"{path}:{lineno}: expected index,label_id[,display_name], got {row}")
+            if index in rows:
+                raise ValueError(f"{path}:{lineno}: class index {index} is listed twice")
+            name = ",".join(row[2:]).strip() if len(row) > 2 else row[1].strip()
+            rows[index] = (row[1].strip(), name)
+    if not rows:
+        raise ValueError(f"{path}: no label descriptors found")
     if sorted(rows) != list(range(len(rows))):
         raise ValueError(f"{path}: class indices must be 0..{len(rows) - 1} without gaps")
     return LabelSet([rows[i][0] for i in range(len(rows))], [rows[i][1] for i in range(len(rows))])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -18,13 +17,13 @@ import numpy as np
 import torch
 from fairseq.data import FairseqDataset
 from fairseq.dataclass import FairseqDataclass
-from fairseq.tasks import FairseqTask, register_task
+from fairseq.tasks import register_task
 from omegaconf import MISSING
 
 from ..data import LabelSet, labels_for_files, multi_hot, read_clip_labels, read_label_descriptors, read_manifest
 from ..data.robust import RobustClipReader, preflight_check
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FbankConfig
-from .task import resolve_launch_path
+from .task import FbankTask, resolve_launch_path
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +120,7 @@ class ClassificationTaskConfig(FairseqDataclass):
 
 
 @register_task("sslam_classification", dataclass=ClassificationTaskConfig)
-class SSLAMClassificationTask(FairseqTask):
+class SSLAMClassificationTask(FbankTask):
     cfg: ClassificationTaskConfig
 
     def __init__(self, cfg: ClassificationTaskConfig, labels: LabelSet):
@@ -141,14 +140,6 @@ class SSLAMClassificationTask(FairseqTask):
     @property
     def num_classes(self) -> int:
         return len(self.labels)
-
-    def fbank_config(self) -> FbankConfig:
-        return FbankConfig(
-            target_length=self.cfg.target_length,
-            num_mel_bins=self.cfg.num_mel_bins,
-            norm_mean=self.cfg.norm_mean,
-            norm_std=self.cfg.norm_std,
-        )
 
     def load_dataset(self, split: str, **kwargs) -> None:
         self.datasets[split] = self.labelled_dataset(split, training=split == "train")
@@ -180,14 +171,3 @@ class SSLAMClassificationTask(FairseqTask):
 
     def load_state_dict(self, state_dict) -> None:
         pass
-
-    def max_positions(self):
-        return sys.maxsize, sys.maxsize
-
-    @property
-    def source_dictionary(self):
-        return None
-
-    @property
-    def target_dictionary(self):
-        return None

@@ -160,8 +160,32 @@ class FailedClipLog:
         return len(failures)
 
 
+class FbankTask(FairseqTask):
+    """What the pre-training and classification tasks share: the fbank front end
+    from ``task.*`` and no token dictionaries."""
+
+    def fbank_config(self) -> FbankConfig:
+        return FbankConfig(
+            target_length=self.cfg.target_length,
+            num_mel_bins=self.cfg.num_mel_bins,
+            norm_mean=self.cfg.norm_mean,
+            norm_std=self.cfg.norm_std,
+        )
+
+    def max_positions(self):
+        return sys.maxsize, sys.maxsize
+
+    @property
+    def source_dictionary(self):
+        return None
+
+    @property
+    def target_dictionary(self):
+        return None
+
+
 @register_task("sslam_pretraining", dataclass=SSLAMPretrainingTaskConfig)
-class SSLAMPretrainingTask(FairseqTask):
+class SSLAMPretrainingTask(FbankTask):
     cfg: SSLAMPretrainingTaskConfig
 
     def __init__(self, cfg: SSLAMPretrainingTaskConfig):
@@ -194,14 +218,6 @@ class SSLAMPretrainingTask(FairseqTask):
         cfg.data = data
         apply_continue_once_resets(cfg)
         return cls(cfg)
-
-    def fbank_config(self) -> FbankConfig:
-        return FbankConfig(
-            target_length=self.cfg.target_length,
-            num_mel_bins=self.cfg.num_mel_bins,
-            norm_mean=self.cfg.norm_mean,
-            norm_std=self.cfg.norm_std,
-        )
 
     def load_dataset(self, split: str, **kwargs) -> None:
         path = os.path.join(self.cfg.data, f"{split}.tsv")
@@ -264,14 +280,3 @@ class SSLAMPretrainingTask(FairseqTask):
                 len(self.failed_clips.reasons),
                 self.failed_clips.path or "no checkpoint folder to list them in",
             )
-
-    def max_positions(self):
-        return sys.maxsize, sys.maxsize
-
-    @property
-    def source_dictionary(self):
-        return None
-
-    @property
-    def target_dictionary(self):
-        return None
