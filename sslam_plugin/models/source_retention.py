@@ -80,7 +80,9 @@ class SourceRetentionPretrainer(BootstrapPretrainer):
         super().__init__(cfg)
         mixing.validate(cfg.encoder.patch_size)
         self.mixing = mixing
-        self.generator = torch.Generator().manual_seed(mixing.seed)
+        # each data-parallel rank draws its own windows and partners
+        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+        self.generator = torch.Generator().manual_seed(mixing.seed + rank)
         self._warned_short = False
 
     # --------------------------------------------------- generator in checkpoints
