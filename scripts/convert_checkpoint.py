@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run the checkout's package
+
 from sslam_plugin.export import (
     DTYPES,
     CheckpointError,

@@ -22,6 +22,8 @@ from typing import Optional, Sequence
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run the checkout's package
+
 from sslam_plugin.data import AudioLoadError, load_audio
 from sslam_plugin.export import CheckpointError, read_label_csv
 from sslam_plugin.inference import load_encoder
