@@ -110,8 +110,9 @@ STAGE2_TERMS = ("loss_utterance", "loss_frame", "loss_utterance_mixed", "loss_fr
 def test_stage2_continues_from_our_stage1(demo_data, straight_run):
     straight_dir, _ = straight_run
     stage1 = straight_dir / "checkpoints" / "checkpoint_last.pt"
+    relative = stage1.relative_to(demo_data)  # resolved against the launch folder, not hydra's run dir
     log = train(
-        demo_data, demo_data / "stage2_ours", 3, f"checkpoint.continue_once={stage1}", config="demo_stage2"
+        demo_data, demo_data / "stage2_ours", 3, f"checkpoint.continue_once={relative}", config="demo_stage2"
     )
     assert "continuing from the weights of" in log and f"Loaded checkpoint {stage1}" in log
     assert sorted(logged(log, "loss")) == [1, 2, 3]  # a fresh schedule, not update 10

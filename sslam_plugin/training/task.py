@@ -66,6 +66,7 @@ def apply_continue_once_resets(task_cfg) -> None:
     ckpt = root.get("checkpoint") if root is not None else None
     if ckpt is None or not ckpt.get("continue_once"):
         return
+    ckpt.continue_once = resolve_launch_path(ckpt.continue_once)
     last = os.path.join(ckpt.save_dir, f"checkpoint_last{ckpt.get('checkpoint_suffix', '')}.pt")
     first_launch = not os.path.exists(last)
     for flag in RESET_FLAGS:
