@@ -65,6 +65,17 @@ def run(cmd, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def hydra_train(config_dir: str, config_name: str, overrides, cwd) -> subprocess.CompletedProcess:
+    """``fairseq-hydra-train --config-dir config/CONFIG_DIR --config-name CONFIG_NAME OVERRIDES`` in ``cwd``."""
+    cmd = [
+        venv_bin("fairseq-hydra-train"),
+        "--config-dir", str(REPO / "config" / config_dir),
+        "--config-name", config_name,
+        *overrides,
+    ]
+    return run(cmd, cwd=cwd)
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     """A small copy of the demo corpus (scale 0.1: 48 training clips) under ``ROOT/data``."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GOLDEN, REPO, require_reference, run, venv_bin
+from conftest import GOLDEN, hydra_train, require_reference
 
 pytest.importorskip("fairseq")
 
@@ -99,17 +99,13 @@ def test_layer_decay_scales(official_path):
 
 def test_demo_finetuning_improves_validation_map(demo_data):
     run_dir = demo_data / "finetune"
-    cmd = [
-        venv_bin("fairseq-hydra-train"),
-        "--config-dir", str(REPO / "config" / "finetune"),
-        "--config-name", "demo",
+    result = hydra_train("finetune", "demo", [
         f"task.data={demo_data / 'data' / 'manifests'}",
         "model.model_path=null",  # random init from model.encoder, seeded by common.seed
         f"hydra.run.dir={run_dir}",
         "dataset.batch_size=8", "dataset.num_workers=0",
         "optimization.max_update=48", "optimizer.groups.default.lr_scheduler.warmup_updates=6",
-    ]
-    result = run(cmd, cwd=demo_data)
+    ], cwd=demo_data)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = result.stdout + result.stderr
     maps = [float(m) for m in re.findall(r"valid on 'valid' subset \| .*?mAP ([\d.]+)", log)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, run, venv_bin
+from conftest import hydra_train
 
 pytest.importorskip("fairseq")
 
@@ -22,17 +22,14 @@ OVERRIDES = [
 
 
 def train(cwd: Path, run_dir: Path, max_update: int, *extra: str, config: str = "demo_stage1") -> str:
-    cmd = [
-        venv_bin("fairseq-hydra-train"),
-        "--config-dir", str(REPO / "config" / "pretrain"),
-        "--config-name", config,
+    overrides = [
         "task.data=data/manifests",  # relative to cwd: hydra's chdir must not break it
         f"hydra.run.dir={run_dir}",
         f"optimization.max_update={max_update}",
         *OVERRIDES,
         *extra,
     ]
-    result = run(cmd, cwd=cwd)
+    result = hydra_train("pretrain", config, overrides, cwd)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result.stdout + result.stderr
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from broken_audio import sine, write, write_manifest
-from conftest import REPO, run, venv_bin
+from conftest import hydra_train
 
 pytest.importorskip("fairseq")
 
@@ -46,10 +46,7 @@ def test_training_with_broken_files_completes_and_reports_them(tmp_path):
 
     data, broken = make_data(tmp_path)
     run_dir = tmp_path / "run"
-    cmd = [
-        venv_bin("fairseq-hydra-train"),
-        "--config-dir", str(REPO / "config" / "pretrain"),
-        "--config-name", "demo_stage1",
+    result = hydra_train("pretrain", "demo_stage1", [
         f"task.data={data}",
         f"hydra.run.dir={run_dir}",
         "optimization.max_update=4",  # 16 clips, batch 4: one epoch, every clip visited once
@@ -61,8 +58,7 @@ def test_training_with_broken_files_completes_and_reports_them(tmp_path):
         # a smaller model: this test is about the data path
         "model.encoder.embed_dim=64", "model.encoder.depth=2", "model.encoder.num_heads=2",
         "model.decoder.dim=64", "model.decoder.layers=1", "model.average_top_k_layers=2", "model.clone_batch=2",
-    ]
-    result = run(cmd, cwd=tmp_path)
+    ], cwd=tmp_path)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
     assert (run_dir / "checkpoints" / "checkpoint_last.pt").is_file()
