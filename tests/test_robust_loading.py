@@ -196,5 +196,5 @@ def test_task_fails_before_training_when_most_clips_fail(tmp_path):
     with pytest.raises(ManifestError, match="2 of 3 clips checked before training cannot be used"):
         task.load_dataset("train")
     write_manifest(tmp_path / "train.tsv", tmp_path / "unmounted", {"a.wav": 20000})
-    with pytest.raises(FileNotFoundError, match=r"audio root .*unmounted \(the manifest's first line\) does not exist"):
+    with pytest.raises(ManifestError, match=r"the audio root .*unmounted \(its first line\) does not exist"):
         task.load_dataset("train")

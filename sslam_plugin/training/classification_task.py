@@ -129,12 +129,10 @@ class SSLAMClassificationTask(FbankTask):
 
     @classmethod
     def setup_task(cls, cfg: ClassificationTaskConfig, **kwargs) -> "SSLAMClassificationTask":
-        data = resolve_launch_path(cfg.data)
-        if not os.path.isdir(data):
-            raise FileNotFoundError(f"task.data={cfg.data!r} is not a folder holding {{split}}.tsv and {{split}}.lbl")
-        cfg.data = data
-        labels = read_label_descriptors(os.path.join(data, "label_descriptors.csv"))
-        logger.info("%d classes from %s", len(labels), os.path.join(data, "label_descriptors.csv"))
+        cls.resolve_data_folder(cfg)
+        descriptors = os.path.join(cfg.data, "label_descriptors.csv")
+        labels = read_label_descriptors(descriptors)
+        logger.info("%d classes from %s", len(labels), descriptors)
         return cls(cfg, labels)
 
     @property

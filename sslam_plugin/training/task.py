@@ -162,8 +162,19 @@ class FailedClipLog:
 
 
 class FbankTask(FairseqTask):
-    """What the pre-training and classification tasks share: the fbank front end
-    from ``task.*`` and no token dictionaries."""
+    """What the pre-training and classification tasks share: the data folder, the
+    fbank front end from ``task.*`` and no token dictionaries."""
+
+    @staticmethod
+    def resolve_data_folder(cfg) -> None:
+        """Resolve ``task.data`` against the launch folder; it must hold the manifests."""
+        data = resolve_launch_path(cfg.data)
+        if not os.path.isdir(data):
+            raise FileNotFoundError(
+                f"task.data={cfg.data!r} is not a folder; point it at the folder holding the {{split}}.tsv "
+                "manifests (e.g. task.data=/abs/path/to/manifests)"
+            )
+        cfg.data = data
 
     def fbank_config(self) -> FbankConfig:
         return FbankConfig(
@@ -210,24 +221,13 @@ class SSLAMPretrainingTask(FbankTask):
 
     @classmethod
     def setup_task(cls, cfg: SSLAMPretrainingTaskConfig, **kwargs) -> "SSLAMPretrainingTask":
-        data = resolve_launch_path(cfg.data)
-        if not os.path.isdir(data):
-            raise FileNotFoundError(
-                f"task.data={cfg.data!r} is not a folder; point it at the folder holding train.tsv "
-                "(e.g. task.data=/abs/path/to/manifests)"
-            )
-        cfg.data = data
+        cls.resolve_data_folder(cfg)
         apply_continue_once_resets(cfg)
         return cls(cfg)
 
     def load_dataset(self, split: str, **kwargs) -> None:
         path = os.path.join(self.cfg.data, f"{split}.tsv")
         manifest = read_manifest(path, min_samples=self.cfg.min_sample_size)
-        if not manifest.root.is_dir():
-            raise FileNotFoundError(
-                f"{path}: audio root {manifest.root} (the manifest's first line) does not exist; fix that line, "
-                "mount the storage, or regenerate the manifest with scripts/prepare_manifest.py"
-            )
         if len(manifest) == 0:
             raise ValueError(
                 f"{path}: no clips with at least task.min_sample_size={self.cfg.min_sample_size} samples"
