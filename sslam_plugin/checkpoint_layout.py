@@ -19,10 +19,10 @@ __all__ = [
     "encoder_from_official",
     "pretrainer_to_official",
     "pretrainer_from_official",
-    "OPTIONAL_KEYS",
+    "TEACHER_UPDATES_KEY",
+    "TRAINING_STATE_KEYS",
     "FINETUNED_ENCODER_PREFIX",
     "FINETUNED_HEAD_NAMES",
-    "GENERATOR_STATE_KEY",
     "TEACHER_KEY",
     "is_official_encoder_name",
     "is_official_decoder_name",
@@ -41,10 +41,13 @@ _ENCODER_NAMES: Tuple[Tuple[str, str], ...] = (
     ("blocks.", "blocks."),
 )
 _DECODER_PREFIX = ("decoder.", _IMAGE + "decoder.")
-# Stage 2 keeps its window/partner generator state in the checkpoint (not in official ones).
-_GENERATOR_STATE = ("_extra_state", "_mixing_generator_state")
 _TEACHER_KEY = "_ema"
-OPTIONAL_KEYS = ("_extra_state",)
+# Training-only entries of our pre-training checkpoints beside the parameters
+# (official checkpoints have none): the update the EMA teacher last followed,
+# and, in checkpoints of version 0.1, a stage-2 generator state that is no
+# longer used (the draws are seeded per batch now).
+TEACHER_UPDATES_KEY = "_teacher_updates"
+TRAINING_STATE_KEYS = (TEACHER_UPDATES_KEY, "_mixing_generator_state")
 
 
 class CheckpointLayoutError(KeyError):
@@ -88,7 +91,7 @@ def encoder_from_official(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.
 
 
 def _pretrainer_table() -> Tuple[Tuple[str, str], ...]:
-    return tuple(("encoder." + a, b) for a, b in _ENCODER_NAMES) + (_DECODER_PREFIX, _GENERATOR_STATE)
+    return tuple(("encoder." + a, b) for a, b in _ENCODER_NAMES) + (_DECODER_PREFIX,)
 
 
 def pretrainer_to_official(state: Mapping[str, torch.Tensor]) -> Dict[str, object]:
@@ -108,7 +111,7 @@ def pretrainer_from_official(state: Mapping[str, object]) -> Dict[str, torch.Ten
     copy of the student.
     """
     table = _pretrainer_table()
-    student_state = {k: v for k, v in state.items() if k != _TEACHER_KEY}
+    student_state = {k: v for k, v in state.items() if k != _TEACHER_KEY and k not in TRAINING_STATE_KEYS}
     out = _rename_all(student_state, table, False, "official checkpoint")
     teacher = state.get(_TEACHER_KEY)
     if teacher is None:
@@ -124,7 +127,6 @@ def pretrainer_from_official(state: Mapping[str, object]) -> Dict[str, torch.Ten
 # under ``model.``, no decoder and no ``_ema``, plus the classifier at top level.
 FINETUNED_ENCODER_PREFIX = "model."
 FINETUNED_HEAD_NAMES = ("head.weight", "head.bias", "fc_norm.weight", "fc_norm.bias")
-GENERATOR_STATE_KEY = _GENERATOR_STATE[1]
 TEACHER_KEY = _TEACHER_KEY
 
 

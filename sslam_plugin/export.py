@@ -23,7 +23,7 @@ Sources understood, detected from the checkpoint's parameter names (the config's
 * pre-training checkpoints, official EAT/SSLAM (``data2vec_multi``) or this
   plugin's (``sslam_pretraining``): the student under official names in
   ``ckpt["model"]``, the EMA teacher in ``ckpt["model"]["_ema"]``, the decoder
-  (dropped) and, for stage 2, a generator state (ignored);
+  (dropped) and training-only state such as the teacher's update count (ignored);
 * fine-tuned checkpoints (official ``mae_image_classification``, and this
   plugin's fine-tuning model): the encoder under ``model.`` plus ``head.*`` and
   optionally ``fc_norm.*``.
@@ -51,8 +51,8 @@ import torch
 from . import __version__
 from .checkpoint_layout import (
     FINETUNED_ENCODER_PREFIX,
-    GENERATOR_STATE_KEY,
     TEACHER_KEY,
+    TRAINING_STATE_KEYS,
     CheckpointLayoutError,
     encoder_from_official,
     encoder_to_official,
@@ -364,7 +364,7 @@ def _split_pretraining(
     unmatched = [
         k
         for k in model
-        if k not in (TEACHER_KEY, GENERATOR_STATE_KEY)
+        if k != TEACHER_KEY and k not in TRAINING_STATE_KEYS
         and not is_official_encoder_name(k)
         and not is_official_decoder_name(k)
     ]

@@ -60,20 +60,36 @@ def venv_bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def run(cmd, cwd=None, timeout=600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def run(cmd, cwd=None, timeout=600, env=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def hydra_train(config_dir: str, config_name: str, overrides, cwd) -> subprocess.CompletedProcess:
-    """``fairseq-hydra-train --config-dir config/CONFIG_DIR --config-name CONFIG_NAME OVERRIDES`` in ``cwd``."""
-    cmd = [
+def hydra_train_command(config_dir: str, config_name: str, overrides) -> list:
+    """``fairseq-hydra-train --config-dir config/CONFIG_DIR --config-name CONFIG_NAME OVERRIDES``."""
+    return [
         venv_bin("fairseq-hydra-train"),
         "--config-dir", str(REPO / "config" / config_dir),
         "--config-name", config_name,
         *overrides,
     ]
-    return run(cmd, cwd=cwd)
+
+
+def hydra_train(config_dir: str, config_name: str, overrides, cwd, env=None) -> subprocess.CompletedProcess:
+    """Run ``fairseq-hydra-train`` in ``cwd`` to the end (see :func:`hydra_train_command`)."""
+    return run(hydra_train_command(config_dir, config_name, overrides), cwd=cwd, env=env)
+
+
+def logged(log: str, key: str) -> dict:
+    """{num_updates: value} of a key in the per-update ``train_inner`` lines of a training log."""
+    import re
+
+    values = {}
+    for line in log.splitlines():
+        if "train_inner" in line:
+            update = int(re.search(r"num_updates=(\d+)", line).group(1))
+            values[update] = float(re.search(rf"{key}=([-\d.e]+)", line).group(1))
+    return values
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,16 @@
-import argparse
+"""scripts/submit_slurm.py: the sbatch script it writes, and saving before a requeue."""
+
 import importlib.util
+import os
+import pickle
+import re
+import stat
 import sys
-from pathlib import Path
+import threading
+import time
 
 import pytest
+import torch
 
 from conftest import REPO, run
 
@@ -15,32 +22,92 @@ submit = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(submit)
 
 
-def test_command_sets_world_size_and_a_shared_port_for_several_nodes(tmp_path):
-    args = argparse.Namespace(config_dir="config/pretrain", config_name="eat_stage1", job_dir=tmp_path / "job",
-                              nodes=2, gpus_per_node=4)
-    command = submit.build_command(args, ["task.data=/data"])
-    assert Path(command[0]).name == "fairseq-hydra-train"
-    assert f"hydra.run.dir={tmp_path / 'job' / 'run'}" in command
-    assert "distributed_training.distributed_world_size=8" in command
-    ports = [c for c in command if c.startswith("distributed_training.distributed_port=")]
-    assert len(ports) == 1 and ports == [c for c in submit.build_command(args, []) if "port" in c]
-    assert command[-1] == "task.data=/data"
-    args.nodes, args.gpus_per_node = 1, 0
-    assert "distributed_training.distributed_world_size=1" in submit.build_command(args, [])
+def fake_sbatch(folder):
+    """An ``sbatch`` on PATH that keeps the submitted script and answers like SLURM (and an ``srun``)."""
+    folder.mkdir()
+    tools = {"sbatch": f'cp "$1" {folder}/submitted.sh\necho "Submitted batch job 4242"', "srun": "exit 1"}
+    for name, body in tools.items():
+        script = folder / name
+        script.write_text(f"#!/bin/sh\n{body}\n")
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return dict(os.environ, PATH=f"{folder}{os.pathsep}{os.environ['PATH']}")
 
 
-def test_local_submission_trains(demo_data):
-    job_dir = demo_data / "submitted"
+def test_sbatch_script_carries_run_config_and_passthrough_settings(tmp_path):
+    env = fake_sbatch(tmp_path / "bin")
     result = run(
         [
             sys.executable, str(REPO / "scripts" / "submit_slurm.py"),
-            "--config-dir", str(REPO / "config" / "pretrain"), "--config-name", "demo_stage1",
-            "--job-dir", str(job_dir), "--cluster", "local", "--gpus-per-node", "0", "--time-min", "10", "--wait",
-            "--", f"task.data={demo_data / 'data' / 'manifests'}", "optimization.max_update=2",
-            "dataset.batch_size=4", "task.target_length=128",
+            "--config-dir", str(REPO / "config" / "pretrain"), "--config-name", "eat_stage1",
+            "--job-dir", str(tmp_path / "job"), "--cluster", "slurm",
+            "--run-config", str(REPO / "config" / "run_config" / "slurm_2x8.yaml"),
+            "--partition", "gpu", "--account", "proj42", "--qos", "high", "--constraint", "a100",
+            "--mem-gb", "300", "--slurm", "mail-type=END", "--slurm", "reservation=paper",
+            "--", "task.data=/data/manifests",
         ],
-        cwd=demo_data,
+        cwd=tmp_path,
+        env=env,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "submitted job" in result.stdout and "finished" in result.stdout
-    assert (job_dir / "run" / "checkpoints" / "checkpoint_last.pt").is_file()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "submitted job 4242 (slurm)" in result.stderr
+    script = (tmp_path / "bin" / "submitted.sh").read_text()
+    for line in (
+        "#SBATCH --account=proj42", "#SBATCH --qos=high", "#SBATCH --constraint=a100", "#SBATCH --partition=gpu",
+        "#SBATCH --exclusive", "#SBATCH --mem=300GB", "#SBATCH --nodes=2", "#SBATCH --gpus-per-node=8",
+        "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=80", "#SBATCH --time=4320",
+        "#SBATCH --signal=USR2@120", "#SBATCH --requeue", "#SBATCH --mail-type=END", "#SBATCH --reservation=paper",
+    ):
+        assert line in script.splitlines(), (line, script)
+    pickled = next((tmp_path / "job" / "submitit").glob("*_submitted.pkl"))
+    command = pickle.loads(pickled.read_bytes()).function.command
+    assert "distributed_training.distributed_world_size=16" in command
+    assert f"hydra.run.dir={tmp_path / 'job' / 'run'}" in command and command[-1] == "task.data=/data/manifests"
+
+
+def test_unknown_run_config_keys_and_bad_passthrough_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nodes: 1\ngpus: 4\n")
+    args = ["--config-dir", "c", "--config-name", "n", "--job-dir", str(tmp_path), "--cluster", "debug"]
+    with pytest.raises(SystemExit):
+        submit.main([*args, "--run-config", str(bad)])
+    with pytest.raises(SystemExit):
+        submit.main([*args, "--slurm", "no-value"])
+
+
+def test_the_requeue_waits_for_a_checkpoint_and_the_requeued_job_resumes(demo_data, monkeypatch):
+    """What submitit does on SLURM's time-limit signal: TrainJob.checkpoint(), then the job runs again."""
+    monkeypatch.setattr(submit, "REQUEUE_WAIT_S", 0)
+    job_dir = demo_data / "submitted"
+    command = submit.build_command(
+        str(REPO / "config" / "pretrain"), "demo_stage1", job_dir, 1,
+        [f"task.data={demo_data / 'data' / 'manifests'}", "optimization.max_update=8", "dataset.batch_size=4",
+         "task.target_length=128", "common.log_interval=1", "checkpoint.save_interval_updates=0"],
+    )
+    job = submit.TrainJob(command, cwd=str(demo_data))
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("error", _call(job)))
+    thread.start()
+    log = job_dir / "run" / "hydra_train.log"
+    deadline = time.monotonic() + 300
+    while not (log.exists() and re.search(r"num_updates=2,", log.read_text())):
+        assert time.monotonic() < deadline and thread.is_alive(), log.read_text() if log.exists() else "no log"
+        time.sleep(0.05)
+    requeued = job.checkpoint()  # sends the stop signal and waits for the checkpoint
+    stopped = torch.load(job_dir / "run" / "checkpoints" / "checkpoint_last.pt", weights_only=False)
+    stopped = stopped["optimizer_history"][-1]["num_updates"]
+    assert 2 <= stopped < 8 and "stopping at update" in log.read_text()
+    thread.join(timeout=5)
+
+    assert requeued.function.command == command
+    requeued.result()  # the requeued job
+    text = log.read_text()
+    assert f"resuming from {job_dir / 'run' / 'checkpoints' / 'checkpoint_last.pt'} (update {stopped}" in text
+    assert re.search(r"num_updates=8,", text)
+
+
+def _call(job):
+    try:
+        job()
+    except RuntimeError as err:  # the stopped run exits with the resumable status
+        return err
+    return None

@@ -80,21 +80,16 @@ class SourceRetentionPretrainer(BootstrapPretrainer):
         super().__init__(cfg)
         mixing.validate(cfg.encoder.patch_size)
         self.mixing = mixing
-        # each data-parallel rank draws its own windows and partners
-        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
-        self.generator = torch.Generator().manual_seed(mixing.seed + rank)
+        # Used only when a caller passes no generator; the fairseq model derives
+        # one per batch (see ``sslam_plugin.randomness``), so nothing here needs
+        # saving or depends on the process.
+        self.generator = torch.Generator().manual_seed(mixing.seed)
         self._warned_short = False
 
-    # --------------------------------------------------- generator in checkpoints
-    def get_extra_state(self) -> torch.Tensor:
-        return self.generator.get_state()
-
-    def set_extra_state(self, state: torch.Tensor) -> None:
-        self.generator.set_state(state)
-
     # ----------------------------------------------------------------- mixing
-    def plan(self, clips: int, frames: int) -> MixingPlan:
-        """Draw partners and unmixed windows from the model's own generator."""
+    def plan(self, clips: int, frames: int, generator: Optional[torch.Generator] = None) -> MixingPlan:
+        """Draw partners and unmixed windows from ``generator`` (default: the model's own)."""
+        generator = generator if generator is not None else self.generator
         patch = self.cfg.encoder.patch_size
         rows = frames // patch
         wanted = self.mixing.unmixed_window_frames // patch
@@ -107,8 +102,8 @@ class SourceRetentionPretrainer(BootstrapPretrainer):
             )
             self._warned_short = True
         count = clips if self.mixing.windows_per == "clip" else 1
-        starts = sample_unmixed_windows(rows, self.mixing.num_unmixed_windows, window_rows, count, self.generator)
-        partners = partner_indices(clips, self.mixing.partner, self.generator)
+        starts = sample_unmixed_windows(rows, self.mixing.num_unmixed_windows, window_rows, count, generator)
+        partners = partner_indices(clips, self.mixing.partner, generator)
         return MixingPlan(partners, starts * patch, window_rows * patch)
 
     def mix(self, fbank: torch.Tensor, plan: MixingPlan) -> torch.Tensor:
@@ -164,20 +159,21 @@ class SourceRetentionPretrainer(BootstrapPretrainer):
         mask: torch.Tensor,
         noise_generator: Optional[torch.Generator] = None,
         plan: Optional[MixingPlan] = None,
+        mixing_generator: Optional[torch.Generator] = None,
     ) -> PretrainingOutput:
         """One stage-2 step's five losses.
 
         Args:
             fbank: (B, 1, T, M) clips A.
             mask: (B * C, L) bool, True = masked; reused for the mixtures.
-            plan: partners and windows to use (replay); drawn from the model's
-                generator when None.
+            plan: partners and windows to use (replay); drawn from
+                ``mixing_generator`` (default: the model's own) when None.
         """
         clips = fbank.shape[0]
         if clips < 2:
             return self._unmixed_only(fbank, mask.bool(), noise_generator)
         mask = mask.bool()
-        plan = plan if plan is not None else self.plan(clips, fbank.shape[2])
+        plan = plan if plan is not None else self.plan(clips, fbank.shape[2], mixing_generator)
         unmixed_patch = self.unmixed_patches(plan, fbank.shape[2], fbank.device)
         both = torch.cat([fbank, self.mix(fbank, plan)])  # (2B, 1, T, M): [A; M]
         both_mask = torch.cat([mask, mask])  # (2B * C, L)

@@ -23,7 +23,8 @@ from omegaconf import MISSING
 from ..data import LabelSet, labels_for_files, multi_hot, read_clip_labels, read_label_descriptors, read_manifest
 from ..data.robust import RobustClipReader, preflight_check
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FbankConfig
-from .task import FbankTask, resolve_launch_path
+from .resume import resolve_launch_path
+from .task import FbankTask
 
 logger = logging.getLogger(__name__)
 

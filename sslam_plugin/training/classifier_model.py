@@ -26,7 +26,7 @@ from ..export import load_any
 from ..models.classifier import POOLING_MODES, AudioClassifier
 from ..models.encoder import EncoderConfig
 from .model import NO_WEIGHT_DECAY_GROUP, no_weight_decay
-from .task import resolve_launch_path
+from .resume import resolve_launch_path
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,8 @@ from fairseq.dataclass import FairseqDataclass
 
 __all__ = ["SSLAMWeightedLossesConfig", "SSLAMWeightedLossesCriterion"]
 
+AVERAGED_LOGS_KEY = "_batches"
+
 
 @dataclass
 class SSLAMWeightedLossesConfig(FairseqDataclass):
@@ -45,29 +47,35 @@ class SSLAMWeightedLossesCriterion(FairseqCriterion):
                 f"criterion.loss_weights names {sorted(unknown)}, but the model returns {sorted(out['losses'])}"
             )
         loss = 0.0
+        # Every rank must send the same keys in the same order: fairseq sums
+        # the logs of all ranks as one flat vector.
         log = {"sample_size": float(sample_size), "nsentences": sample["id"].numel(), "ntokens": float(sample_size)}
-        for name, term in out["losses"].items():
-            weighted = term.float() * self.loss_weights.get(name, 1.0)
+        for name in sorted(out["losses"]):
+            weighted = out["losses"][name].float() * self.loss_weights.get(name, 1.0)
             loss = loss + weighted
             log[f"loss_{name}"] = weighted.item()
         log["loss"] = loss.item()
         for key in self.log_keys:
             if key in out["logs"]:
                 log[key] = float(out["logs"][key])
+        log[AVERAGED_LOGS_KEY] = 1  # summed with the logs: how many batches the averages cover
         return loss, sample_size, log
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
+        """Losses per masked patch (base 2); the other logs averaged over batches and ranks."""
         sample_size = max(sum(log.get("sample_size", 0) for log in logging_outputs), 1.0)
+        batches = max(sum(log.get(AVERAGED_LOGS_KEY, 0) for log in logging_outputs), 1)
         metrics.log_scalar("sample_size", sample_size)
         keys = set().union(*(log.keys() for log in logging_outputs)) if logging_outputs else set()
-        for key in sorted(keys):
-            values = [log[key] for log in logging_outputs if key in log]
+        for key in sorted(keys - {"sample_size", "nsentences", "ntokens", AVERAGED_LOGS_KEY}):
+            total = sum(log.get(key, 0) for log in logging_outputs)
             if key == "loss" or key.startswith("loss_"):
-                metrics.log_scalar(key, sum(values) / sample_size / math.log(2), sample_size, round=4)
-            elif key not in ("sample_size", "nsentences", "ntokens"):
-                metrics.log_scalar(key, sum(values) / len(values), round=4)
+                metrics.log_scalar(key, total / sample_size / math.log(2), sample_size, round=4)
+            else:
+                metrics.log_scalar(key, total / batches, batches, round=4)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
-        return False
+        # Sums travel between ranks as one all-reduce (and need no CUDA-only gather).
+        return True

@@ -13,6 +13,7 @@ from ..data.manifest import Manifest
 from ..data.robust import ClipFailure, RobustClipReader
 from ..features import FbankConfig
 from ..masking import inverse_block_mask, mask_rng
+from ..randomness import batch_seed
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,9 @@ class FbankMaskDataset(FairseqDataset):
     chosen from (seed, index) (see :mod:`sslam_plugin.data.robust`); the item's
     ``failed`` list records what failed, and the collated batch carries them as
     ``failed_clips`` for the task to count and list (DataLoader workers cannot
-    report otherwise).
+    report otherwise). The batch also carries ``batch_seed``, from (seed,
+    epoch, its clip indices), from which the model seeds its per-batch draws
+    (mixing partners and windows, decoder noise).
     """
 
     def __init__(
@@ -103,11 +106,13 @@ class FbankMaskDataset(FairseqDataset):
         if not samples:
             return {}
         failed: List[ClipFailure] = [f for s in samples for f in s.get("failed", ())]
+        ids = [int(s["id"]) for s in samples]
         return {
-            "id": torch.tensor([s["id"] for s in samples], dtype=torch.long),
+            "id": torch.tensor(ids, dtype=torch.long),
             "net_input": {
                 "source": torch.stack([s["source"] for s in samples]),  # (B, 1, T, M)
                 "mask": torch.cat([s["mask"] for s in samples]),  # (B * C, L), copies of a clip adjacent
+                "batch_seed": batch_seed(self.seed, self.epoch, ids),
             },
             "failed_clips": failed,  # clips substituted in this batch, possibly in a DataLoader worker
         }

@@ -1,7 +1,9 @@
 """The registered pre-training model: a thin fairseq wrapper around BootstrapPretrainer.
 
 Its state dict uses the official EAT/SSLAM names (teacher under ``_ema``), so
-official checkpoints load as initial weights and ours load into official code.
+official checkpoints load as initial weights and ours load into official code,
+plus ``_teacher_updates``: the last update the teacher followed the student
+for, which makes a resumed run step the teacher exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import DictConfig, OmegaConf
 
-from ..checkpoint_layout import OPTIONAL_KEYS, pretrainer_from_official, pretrainer_to_official
+from ..checkpoint_layout import TEACHER_UPDATES_KEY, pretrainer_from_official, pretrainer_to_official
 from ..config_utils import dataclass_from_dict
 from ..mixing import MixingConfig
+from ..models.ema import ema_decay_at
 from ..models.pretraining import BootstrapPretrainer, PretrainingConfig
 from ..models.source_retention import SourceRetentionPretrainer
+from ..randomness import seeded_generator
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ class SSLAMPretrainingModel(BaseFairseqModel):
         else:
             self.pretrainer = BootstrapPretrainer(cfg)
         self.num_updates = 0
+        self.teacher_updates = 0  # the last update the teacher followed the student for
         # fairseq's composite optimizer (dynamic_groups) puts these in the
         # optimizer group of that name; the configs give it weight_decay 0.
         for name, param in self.pretrainer.named_parameters():
@@ -70,23 +75,51 @@ class SSLAMPretrainingModel(BaseFairseqModel):
             mixing = replace(mixing, norm_mean=task.cfg.norm_mean, norm_std=task.cfg.norm_std)
         return cls(core, mixing)
 
-    def forward(self, source: torch.Tensor, mask: torch.Tensor, **unused) -> Dict[str, Any]:
-        out = self.pretrainer(source, mask)
+    def forward(
+        self, source: torch.Tensor, mask: torch.Tensor, batch_seed: Optional[int] = None, **unused
+    ) -> Dict[str, Any]:
+        """One step's named losses.
+
+        Args:
+            source: (B, 1, T, M) features; mask: (B * C, L) bool, True = masked.
+            batch_seed: seeds this batch's decoder noise and mixing draws (see
+                ``sslam_plugin.randomness``); None uses the global generator
+                and the model's own.
+        """
+        kwargs: Dict[str, Any] = {}
+        if batch_seed is not None:
+            kwargs["noise_generator"] = seeded_generator(batch_seed, 0, source.device)
+            if isinstance(self.pretrainer, SourceRetentionPretrainer):
+                kwargs["mixing_generator"] = seeded_generator(batch_seed, 1 + self.pretrainer.mixing.seed)
+        out = self.pretrainer(source, mask, **kwargs)
         logs = dict(out.logs)
-        logs["ema_decay"] = torch.tensor(self.pretrainer.ema_decay)
+        logs["ema_decay"] = torch.tensor(self.ema_decay())
         return {"losses": out.losses, "sample_size": out.sample_size, "logs": logs}
 
+    def ema_decay(self) -> float:
+        """The decay of the teacher step that ends update ``num_updates`` (a pure function of it)."""
+        cfg = self.pretrainer.cfg
+        return ema_decay_at(self.num_updates, cfg.ema_decay, cfg.ema_end_decay, cfg.ema_anneal_end_step)
+
     def set_num_updates(self, num_updates: int) -> None:
+        """Step the teacher once per finished optimiser update.
+
+        fairseq calls this with N at the start of update N + 1, once per
+        micro-batch, and also while loading a checkpoint. The teacher follows
+        the student for update N exactly when it last did so for N - 1; any
+        other jump (a new schedule, or the call made before a checkpoint's
+        weights and ``_teacher_updates`` are loaded) only records N.
+        """
         super().set_num_updates(num_updates)
-        # Step the teacher once per optimiser update; a jump (resuming) only
-        # records the count, since the teacher was restored with the checkpoint.
-        if self.training and num_updates == self.num_updates + 1:
+        if self.training and num_updates == self.teacher_updates + 1:
             self.pretrainer.ema_step(num_updates)
+        self.teacher_updates = num_updates
         self.num_updates = num_updates
 
     # --------------------------------------------------------- checkpoint names
     def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
         official = pretrainer_to_official(self.pretrainer.state_dict(keep_vars=keep_vars))
+        official[TEACHER_UPDATES_KEY] = torch.tensor(self.teacher_updates)
         out = destination if destination is not None else OrderedDict()
         for name, value in official.items():
             out[prefix + name] = value
@@ -95,13 +128,13 @@ class SSLAMPretrainingModel(BaseFairseqModel):
     def load_state_dict(self, state_dict, strict: bool = True, model_cfg: Optional[Any] = None, args=None):
         """Load official-layout weights (ours, or an official EAT/SSLAM checkpoint).
 
-        The stage-2 generator state is optional: a stage-1 or official
-        checkpoint has none, and stage 2 then starts from its configured seed.
+        ``_teacher_updates`` is optional: without it (an official checkpoint)
+        the count set by fairseq's ``set_num_updates`` stands.
         """
-        internal = pretrainer_from_official(state_dict)
-        result = self.pretrainer.load_state_dict(internal, strict=False)
-        missing = [k for k in result.missing_keys if k not in OPTIONAL_KEYS]
-        unexpected = [k for k in result.unexpected_keys if k not in OPTIONAL_KEYS]
+        if TEACHER_UPDATES_KEY in state_dict:
+            self.teacher_updates = int(state_dict[TEACHER_UPDATES_KEY])
+        result = self.pretrainer.load_state_dict(pretrainer_from_official(state_dict), strict=False)
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
         if strict and (missing or unexpected):
             raise RuntimeError(
                 f"checkpoint does not fit the configured model: missing {missing}, unexpected {unexpected}; "

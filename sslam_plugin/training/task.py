@@ -26,55 +26,14 @@ from omegaconf import II, MISSING, DictConfig
 from ..data.manifest import read_manifest
 from ..data.robust import ClipFailure, preflight_check
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FbankConfig
+from .data_loading import close_batch_iterator, track_batch_iterator
 from .dataset import FbankMaskDataset
+from .launch import LAUNCHED_ENV
+from .resume import resolve_launch_path
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SSLAMPretrainingTaskConfig", "SSLAMPretrainingTask"]
-
-
-def resolve_launch_path(path: str) -> str:
-    """A relative path as the user meant it: against the folder they launched from.
-
-    hydra changes into its run directory before the task is built, so a plain
-    relative path would resolve against the wrong folder.
-    """
-    if os.path.isabs(path):
-        return path
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            return os.path.join(HydraConfig.get().runtime.cwd, path)
-    except ImportError:  # hydra is optional outside fairseq-hydra-train
-        pass
-    return os.path.abspath(path)
-
-
-RESET_FLAGS = ("reset_optimizer", "reset_lr_scheduler", "reset_meters", "reset_dataloader")
-
-
-def apply_continue_once_resets(task_cfg) -> None:
-    """Make ``checkpoint.continue_once`` mean "start from these weights".
-
-    On the first launch (no checkpoint_last.pt yet) the optimiser, lr schedule,
-    meters and data position of the continued checkpoint are reset, as stage 2
-    requires; once the run has its own checkpoint_last.pt, resuming restores
-    all of them. fairseq itself would apply the same reset flags to both.
-    """
-    root = task_cfg._get_parent() if isinstance(task_cfg, DictConfig) else None
-    ckpt = root.get("checkpoint") if root is not None else None
-    if ckpt is None or not ckpt.get("continue_once"):
-        return
-    ckpt.continue_once = resolve_launch_path(ckpt.continue_once)
-    last = os.path.join(ckpt.save_dir, f"checkpoint_last{ckpt.get('checkpoint_suffix', '')}.pt")
-    first_launch = not os.path.exists(last)
-    for flag in RESET_FLAGS:
-        ckpt[flag] = first_launch
-    if first_launch:
-        logger.info("continuing from the weights of %s with a fresh optimiser, schedule and meters", ckpt.continue_once)
-    else:
-        logger.info("resuming from %s (checkpoint.continue_once applies to the first launch only)", last)
 
 
 @dataclass
@@ -96,6 +55,13 @@ class SSLAMPretrainingTaskConfig(FairseqDataclass):
     )
     max_substitutions: int = field(
         default=20, metadata={"help": "unusable clips tolerated in a row (each replaced by another) before stopping"}
+    )
+    effective_batch_size: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "clips per optimiser update over all processes; optimization.update_freq is derived from it "
+            "and the number of processes (null: use update_freq as given)"
+        },
     )
     clone_batch: int = II("model.clone_batch")
     patch_size: int = II("model.encoder.patch_size")
@@ -163,7 +129,28 @@ class FailedClipLog:
 
 class FbankTask(FairseqTask):
     """What the pre-training and classification tasks share: the data folder, the
-    fbank front end from ``task.*`` and no token dictionaries."""
+    fbank front end from ``task.*``, no token dictionaries, and batch iterators
+    that are closed when done (:mod:`.data_loading`)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._batch_iterators: Dict[int, object] = {}
+        if not os.environ.get(LAUNCHED_ENV):
+            logger.warning(
+                "this run was not started through the plugin's launcher (hydra.callbacks.sslam_launch in the "
+                "shipped recipes): CPU data parallelism, checkpoint.continue_once on relaunch, damaged-checkpoint "
+                "fallback and task.effective_batch_size are off"
+            )
+
+    def get_batch_iterator(self, dataset, **kwargs):
+        """fairseq's iterator; the previous one of the same dataset is closed first."""
+        epoch_itr = super().get_batch_iterator(dataset, **kwargs)
+        previous = self._batch_iterators.get(id(dataset))
+        if previous is not None and previous is not epoch_itr:
+            close_batch_iterator(previous)
+        self._batch_iterators[id(dataset)] = epoch_itr
+        track_batch_iterator(epoch_itr)
+        return epoch_itr
 
     @staticmethod
     def resolve_data_folder(cfg) -> None:
@@ -218,11 +205,12 @@ class SSLAMPretrainingTask(FbankTask):
             raise ValueError(f"task.mask_ratio must be in [0, 1), got {cfg.mask_ratio}")
         if cfg.norm_std <= 0:
             raise ValueError(f"task.norm_std must be positive, got {cfg.norm_std}")
+        if cfg.effective_batch_size is not None and cfg.effective_batch_size < 1:
+            raise ValueError(f"task.effective_batch_size must be >= 1 or null, got {cfg.effective_batch_size}")
 
     @classmethod
     def setup_task(cls, cfg: SSLAMPretrainingTaskConfig, **kwargs) -> "SSLAMPretrainingTask":
         cls.resolve_data_folder(cfg)
-        apply_continue_once_resets(cfg)
         return cls(cfg)
 
     def load_dataset(self, split: str, **kwargs) -> None:
@@ -255,8 +243,10 @@ class SSLAMPretrainingTask(FbankTask):
         loss, sample_size, logging_output = super().train_step(
             sample, model, criterion, optimizer, update_num, ignore_grad
         )
-        if not ignore_grad:  # a dummy batch repeats an earlier one; its failures are already counted
-            logging_output[BAD_CLIPS_KEY] = self.failed_clips.record(sample.get("failed_clips", ()))
+        # A dummy batch repeats an earlier one (its failures are counted); the key
+        # is there anyway, since every rank must send the same log keys.
+        failures = () if ignore_grad else sample.get("failed_clips", ())
+        logging_output[BAD_CLIPS_KEY] = self.failed_clips.record(failures)
         return loss, sample_size, logging_output
 
     def valid_step(self, sample, model, criterion):

@@ -1,0 +1,331 @@
+"""Starting the training processes: one, N local ones, torchrun's, or SLURM's.
+
+``fairseq-hydra-train`` hands the composed config to fairseq's ``call_main``,
+which assumes one CUDA device per process: on CPU it refuses
+``distributed_world_size=2`` ("0 available devices"), divides by the CUDA
+device count under torchrun, and spawns min(#GPUs, world size) processes.
+:func:`call_main` replaces it (see :mod:`.fairseq_compat`); the recipes load
+it through a hydra callback, ``hydra.callbacks.sslam_launch``, before fairseq
+starts anything:
+
+    hydra:
+      callbacks:
+        sslam_launch:
+          _target_: sslam_plugin.training.launch.LaunchCallback
+
+Where the processes come from (:func:`infer_topology`):
+
+* ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``): one
+  process per rank, already started.
+* SLURM with several tasks or nodes: one task per device (``SLURM_PROCID``,
+  ``SLURM_LOCALID``), or one task per node that starts one process per device
+  (the GPUs it sees; on CPU ``distributed_world_size / nodes``). The master is
+  ``MASTER_ADDR`` or the job's first node; the port ``distributed_port``, or one
+  derived from the job id, the same on every node.
+* otherwise this machine: ``distributed_world_size`` processes (default: the
+  visible GPUs; on CPU with ``common.cpu=true``, as many as asked).
+
+Every process count uses the same path: CPU processes talk over gloo, GPUs
+over NCCL. Before any process starts, :func:`prepare_run` chooses the
+checkpoint to start from (:mod:`.resume`) and derives ``update_freq`` from
+``task.effective_batch_size`` and the world size, so a recipe keeps its clips
+per update on 1, 2, 4 or 8 GPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+
+import torch
+
+from .resume import choose_checkpoint, resolve_launch_path
+
+__all__ = ["LaunchCallback", "Topology", "infer_topology", "call_main", "prepare_run", "keep_effective_batch"]
+
+logger = logging.getLogger(__name__)
+
+LAUNCHED_ENV = "SSLAM_PLUGIN_LAUNCHER"  # set by prepare_run; tells the tasks the launcher ran
+
+
+try:  # hydra is there whenever fairseq-hydra-train is
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover
+    _HydraCallback = object  # type: ignore[misc,assignment]
+
+
+class LaunchCallback(_HydraCallback):  # type: ignore[misc,valid-type]
+    """hydra callback: install the plugin's launcher before fairseq starts any process."""
+
+    def on_job_start(self, config: Any = None, **kwargs: Any) -> None:
+        from .fairseq_compat import install
+
+        install()
+
+
+@dataclass
+class Topology:
+    world_size: int
+    first_rank: int  # rank of this launcher's first process
+    local_processes: int  # processes this launcher runs (spawned when spawn)
+    spawn: bool  # start local_processes new processes, or run one in this process
+    local_index: int  # without spawn: this process's device index on its node
+    init_method: Optional[str]
+    backend: str
+
+
+def _use_cpu(cfg: Any) -> bool:
+    return bool(cfg.common.cpu) or not torch.cuda.is_available()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The first host of a SLURM node list (``scontrol`` when present, else parsed)."""
+    try:
+        out = subprocess.check_output(["scontrol", "show", "hostnames", nodelist], text=True)
+        return out.split()[0]
+    except (FileNotFoundError, subprocess.CalledProcessError, IndexError):
+        pass
+    match = re.match(r"([^,\[]+)(\[([^\]]+)\])?", nodelist)  # "gpu[03-05,07],cpu1" -> "gpu03"
+    if match is None:
+        raise ValueError(f"cannot read the SLURM node list {nodelist!r}; set MASTER_ADDR to the first node")
+    prefix, _, ranges = match.groups()
+    return prefix + (ranges.split(",")[0].split("-")[0] if ranges else "")
+
+
+def infer_topology(
+    world_size: int,
+    cpu: bool,
+    backend: str,
+    port: int,
+    environ: Mapping[str, str],
+    device_count: int,
+) -> Topology:
+    """How many processes to run, their ranks and how they meet.
+
+    Args:
+        world_size: ``distributed_training.distributed_world_size`` (used on
+            one machine, and per node on CPU under SLURM).
+        cpu: CPU processes (gloo) instead of one per GPU.
+        backend: ``distributed_backend`` for GPUs (gloo is used on CPU).
+        port: ``distributed_port`` (<= 0: pick one).
+        environ: the process environment (torchrun's and SLURM's variables).
+        device_count: visible GPUs.
+    """
+    backend = "gloo" if cpu else backend
+    if all(k in environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):  # torchrun
+        rank, world = int(environ["RANK"]), int(environ["WORLD_SIZE"])
+        local = int(environ.get("LOCAL_RANK", 0))
+        return Topology(world, rank - local, 1, False, local, "env://", backend)
+
+    nodes = int(environ.get("SLURM_NNODES", environ.get("SLURM_JOB_NUM_NODES", "1")))
+    tasks = int(environ.get("SLURM_NTASKS", "1"))
+    nodelist = environ.get("SLURM_STEP_NODELIST") or environ.get("SLURM_JOB_NODELIST")
+    if nodelist and (nodes > 1 or tasks > 1):
+        tasks_per_node = int(environ.get("SLURM_NTASKS_PER_NODE", "0").split("(")[0]) or tasks // nodes
+        master = environ.get("MASTER_ADDR") or first_slurm_host(nodelist)
+        if port <= 0:  # the same on every node: derived from the job
+            port = 10000 + int(environ.get("SLURM_JOB_ID", "0")) % 50000
+        init = f"tcp://{master}:{port}"
+        if tasks_per_node == 1:  # one task per node: it starts one process per device
+            per_node = world_size // nodes if cpu else device_count
+            if per_node < 1 or (cpu and world_size % nodes):
+                raise ValueError(
+                    f"distributed_training.distributed_world_size={world_size} cannot be split over {nodes} nodes"
+                    + ("" if cpu else f" with {device_count} GPUs each")
+                )
+            node = int(environ.get("SLURM_NODEID", "0"))
+            return Topology(nodes * per_node, node * per_node, per_node, True, 0, init, backend)
+        rank, local = int(environ["SLURM_PROCID"]), int(environ.get("SLURM_LOCALID", "0"))
+        return Topology(tasks, rank - local, 1, False, local, init, backend)
+
+    if world_size <= 1:
+        return Topology(1, 0, 1, False, 0, None, backend)
+    if not cpu and world_size > device_count:
+        raise ValueError(
+            f"distributed_training.distributed_world_size={world_size} but {device_count} GPUs are visible on this "
+            "machine: use at most that many, several nodes (SLURM), or common.cpu=true for CPU processes"
+        )
+    port = port if port > 0 else _free_port()
+    return Topology(world_size, 0, world_size, True, 0, f"tcp://127.0.0.1:{port}", backend)
+
+
+def keep_effective_batch(cfg: Any, world_size: int) -> int:
+    """Set ``optimization.update_freq`` so that an update sees ``task.effective_batch_size`` clips.
+
+    Lowers ``dataset.batch_size`` (with a warning) when even ``update_freq=1``
+    would exceed it. Returns the clips per update.
+    """
+    wanted = cfg.task.get("effective_batch_size") if "task" in cfg else None
+    batch = int(cfg.dataset.batch_size or 0)
+    if not wanted:
+        freq = int(cfg.optimization.update_freq[0])
+        clips = batch * world_size * freq
+        logger.info("effective batch: %d clips per update (%d per process x %d processes x update_freq %d)",
+                    clips, batch, world_size, freq)
+        return clips
+    wanted = int(wanted)
+    if batch <= 0:
+        raise ValueError("task.effective_batch_size needs dataset.batch_size (clips per process and step)")
+    if wanted % (batch * world_size) == 0:
+        freq = wanted // (batch * world_size)
+    elif wanted % world_size == 0 and wanted // world_size < batch:
+        freq = 1
+        logger.warning("dataset.batch_size lowered from %d to %d to keep %d clips per update on %d processes",
+                       batch, wanted // world_size, wanted, world_size)
+        batch = cfg.dataset.batch_size = wanted // world_size
+    else:
+        raise ValueError(
+            f"task.effective_batch_size={wanted} clips per update cannot be split into {world_size} processes x "
+            f"dataset.batch_size={batch} x update_freq: choose a dataset.batch_size that divides "
+            f"{wanted // world_size if wanted % world_size == 0 else wanted}, or set task.effective_batch_size=null "
+            "and optimization.update_freq=[N] yourself"
+        )
+    given = list(cfg.optimization.update_freq)
+    if given not in ([1], [freq]):
+        raise ValueError(
+            f"optimization.update_freq={given} and task.effective_batch_size={wanted} both set the batch: "
+            "keep one (task.effective_batch_size=null to choose update_freq yourself)"
+        )
+    cfg.optimization.update_freq = [freq]
+    logger.info("effective batch: %d clips per update (%d per process x %d processes x update_freq %d)",
+                wanted, batch, world_size, freq)
+    return wanted
+
+
+def _point_user_dir_at_this_package(cfg: Any) -> None:
+    """``common.user_dir: sslam_plugin`` -> this package's folder.
+
+    The launcher imported the package already; fairseq accepts that only when
+    ``user_dir`` names the same folder, and its own resolution of a bare name
+    (relative to the fairseq package) does not normalise the path.
+    """
+    user_dir = cfg.common.get("user_dir")
+    if user_dir and os.path.basename(os.path.normpath(user_dir)) == __package__.split(".")[0]:
+        import sslam_plugin
+
+        cfg.common.user_dir = os.path.dirname(os.path.abspath(sslam_plugin.__file__))
+
+
+def prepare_run(cfg: Any, world_size: int) -> None:
+    """Everything decided once per launch, on the whole config, before processes start."""
+    _point_user_dir_at_this_package(cfg)
+    if "task" in cfg and cfg.task.get("data"):
+        cfg.task.data = resolve_launch_path(cfg.task.data)
+    if "model" in cfg and cfg.model.get("model_path"):
+        cfg.model.model_path = resolve_launch_path(cfg.model.model_path)
+    choose_checkpoint(cfg)
+    keep_effective_batch(cfg, world_size)
+    os.environ[LAUNCHED_ENV] = "1"  # inherited by the processes started below
+
+
+@contextlib.contextmanager
+def _forward_stop_signals(pids: Callable[[], List[int]]) -> Iterator[None]:
+    """While the ranks run, pass a stop signal sent to this launcher on to them."""
+    from .preemption import STOP_SIGNALS, record_signal
+
+    def forward(signum: int, frame: Any) -> None:
+        record_signal(signum)
+        for pid in pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    previous: Dict[int, Any] = {}
+    for sig in STOP_SIGNALS:
+        previous[sig] = signal.signal(sig, forward)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_rank(index: int, main: Callable[..., Any], cfg: Any, kwargs: Dict[str, Any], first_rank: int) -> None:
+    """One training process: rank ``first_rank + index`` on device ``index`` of its node."""
+    from fairseq.distributed import utils as distributed_utils
+
+    from .data_loading import close_all_batch_iterators
+    from .fairseq_compat import install
+    from .preemption import stop_on_signals
+
+    install()  # a spawned process starts without the plugin
+    stop_on_signals()
+    try:
+        if cfg.distributed_training.distributed_init_method is None:
+            main(cfg, **kwargs)
+        else:
+            cfg.distributed_training.distributed_rank = first_rank + index
+            distributed_utils.distributed_main(index, main, cfg, kwargs)
+    finally:
+        close_all_batch_iterators()
+
+
+def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> None:
+    """fairseq's ``call_main`` for this plugin (see the module docstring)."""
+    from .fairseq_compat import original
+    from .preemption import RESUMABLE_EXIT_STATUS, requested_signal
+
+    dist_cfg = cfg.distributed_training
+    if (
+        cfg.common.tpu
+        or dist_cfg.pipeline_model_parallel
+        or cfg.common.model_parallel_size > 1
+        or dist_cfg.distributed_init_method is not None  # the user chose how processes meet
+    ):
+        return original("call_main")(cfg, main, **kwargs)
+    cpu = _use_cpu(cfg)
+    topology = infer_topology(
+        dist_cfg.distributed_world_size,
+        cpu,
+        dist_cfg.distributed_backend,
+        dist_cfg.distributed_port,
+        os.environ,
+        0 if cpu else torch.cuda.device_count(),
+    )
+    prepare_run(cfg, topology.world_size)
+    dist_cfg.distributed_world_size = topology.world_size
+    dist_cfg.distributed_backend = topology.backend
+    dist_cfg.distributed_init_method = topology.init_method
+    dist_cfg.distributed_no_spawn = not topology.spawn
+    if topology.world_size > 1:
+        logger.info(
+            "data parallel: %d processes (%s, %s), ranks %d-%d here",
+            topology.world_size,
+            topology.backend,
+            topology.init_method,
+            topology.first_rank,
+            topology.first_rank + topology.local_processes - 1,
+        )
+    if not topology.spawn:
+        run_rank(topology.local_index, main, cfg, kwargs, topology.first_rank)
+    else:
+        context = torch.multiprocessing.start_processes(
+            run_rank,
+            args=(main, cfg, kwargs, topology.first_rank),
+            nprocs=topology.local_processes,
+            join=False,
+            start_method="spawn",
+        )
+        with _forward_stop_signals(lambda: [p.pid for p in context.processes if p.is_alive()]):
+            while not context.join():
+                pass
+    if requested_signal() is not None:
+        logger.warning(
+            "stopped on %s with a checkpoint in %s; exit status %d: the same command resumes the run",
+            requested_signal(),
+            cfg.checkpoint.save_dir,
+            RESUMABLE_EXIT_STATUS,
+        )
+        raise SystemExit(RESUMABLE_EXIT_STATUS)

@@ -1,0 +1,98 @@
+"""Stop at the next update with a checkpoint when the cluster says the job must end.
+
+SLURM announces a time limit with the signal submitit configures (SIGUSR2 by
+default, ``SUBMITIT_PREEMPT_SIGNAL``) and a preemption with SIGTERM, shortly
+before it kills the job. Each training process records the first such signal;
+after every update all ranks agree (one all-reduce) on whether any of them got
+one, and if so they save a checkpoint at that update and leave training, so a
+requeued job loses at most one update. Without this, fairseq would die at the
+signal and lose everything since its last periodic checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import Any, List, Optional, Tuple
+
+import torch
+
+__all__ = [
+    "RESUMABLE_EXIT_STATUS",
+    "STOP_SIGNALS",
+    "record_signal",
+    "stop_on_signals",
+    "stop_requested",
+    "requested_signal",
+    "validate_and_save",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _stop_signals() -> Tuple[signal.Signals, ...]:
+    names = ["SIGTERM", "SIGUSR1", "SIGUSR2"]
+    submitit = os.environ.get("SUBMITIT_PREEMPT_SIGNAL")
+    if submitit:
+        names.append(submitit if submitit.startswith("SIG") else "SIG" + submitit)
+    return tuple(dict.fromkeys(getattr(signal, n) for n in names if hasattr(signal, n)))
+
+
+STOP_SIGNALS = _stop_signals()
+RESUMABLE_EXIT_STATUS = 75  # sysexits.h EX_TEMPFAIL
+
+_requested: Optional[str] = None
+
+
+def requested_signal() -> Optional[str]:
+    """Name of the stop signal this process received, if any."""
+    return _requested
+
+
+def record_signal(signum: int, frame: Any = None) -> None:
+    """Signal handler: remember the first stop signal."""
+    global _requested
+    if _requested is None:
+        _requested = signal.Signals(signum).name
+        logger.warning("%s received: saving a checkpoint and stopping after the current update", _requested)
+
+
+def stop_on_signals() -> None:
+    """Record the stop signals in this process instead of dying on them (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, record_signal)
+
+
+def stop_requested(trainer: Any) -> bool:
+    """Whether any data-parallel rank received a stop signal (a collective: every rank calls it)."""
+    local = _requested is not None
+    if trainer.data_parallel_world_size == 1:
+        return local
+    from fairseq.distributed import utils as distributed_utils
+
+    flag = torch.tensor([float(local)], device=trainer.device)
+    distributed_utils.all_reduce(flag, group=trainer.data_parallel_process_group, op="max")
+    return bool(flag.item())
+
+
+def validate_and_save(cfg, trainer, task, epoch_itr, valid_subsets: List[str], end_of_epoch: bool):
+    """fairseq's end-of-update step (validate, save, decide to stop), plus stopping on a signal."""
+    from fairseq import checkpoint_utils
+
+    from .fairseq_compat import original
+
+    if not stop_requested(trainer):
+        return original("validate_and_save")(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch)
+    update = trainer.get_num_updates()
+    logger.warning("stopping at update %d on %s: saving a checkpoint to resume from", update, _requested or "a peer's signal")
+    checkpoint_utils.save_checkpoint(cfg.checkpoint, trainer, epoch_itr, None)
+    logger.warning(
+        "stopped at update %d; launching the same command again resumes from %s",
+        update,
+        os.path.join(cfg.checkpoint.save_dir, f"checkpoint_last{cfg.checkpoint.checkpoint_suffix}.pt"),
+    )
+    return [None], True
