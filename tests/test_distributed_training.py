@@ -292,3 +292,26 @@ def test_two_slurm_nodes_equal_two_local_processes(demo_data, stage1):
     assert f"data parallel: 2 processes (gloo, tcp://localhost:{port}), ranks 1-1 here" in logs[1]
     for key in LOSS_KEYS:
         assert logged(logs[0], key) == {u: v for u, v in logged(stage1["two"], key).items() if u <= updates}, key
+
+
+def test_torchrun_processes_equal_two_local_processes(demo_data, stage1):
+    """torchrun starts both ranks itself (RANK, WORLD_SIZE, MASTER_ADDR/PORT, LOCAL_RANK)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    updates = 3
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_", "RANK", "WORLD_SIZE"))}
+    command = [
+        str(Path(hydra_train_command("pretrain", "demo_stage1", [])[0]).parent / "torchrun"),
+        "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(port),
+        *hydra_train_command("pretrain", "demo_stage1", [
+            *COMMON, "common.cpu=true", "hydra.run.dir=torchrun", f"optimization.max_update={updates}"
+        ]),
+    ]
+    result = subprocess.run(command, cwd=demo_data, env=dict(env, PYTHONUNBUFFERED="1"), capture_output=True, text=True,
+                            timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-5000:]
+    assert "data parallel: 2 processes (gloo, env://), ranks 1-1 here" in log
+    for key in LOSS_KEYS:
+        assert logged(log, key) == {u: v for u, v in logged(stage1["two"], key).items() if u <= updates}, key

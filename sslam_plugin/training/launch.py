@@ -300,13 +300,14 @@ def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> None:
     dist_cfg.distributed_init_method = topology.init_method
     dist_cfg.distributed_no_spawn = not topology.spawn
     if topology.world_size > 1:
+        first = topology.first_rank + (0 if topology.spawn else topology.local_index)
         logger.info(
             "data parallel: %d processes (%s, %s), ranks %d-%d here",
             topology.world_size,
             topology.backend,
             topology.init_method,
-            topology.first_rank,
-            topology.first_rank + topology.local_processes - 1,
+            first,
+            first + topology.local_processes - 1,
         )
     if not topology.spawn:
         run_rank(topology.local_index, main, cfg, kwargs, topology.first_rank)
