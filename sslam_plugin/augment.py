@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["mixup", "spec_augment", "random_roll", "random_patch_mask"]
+__all__ = ["mixup", "spec_augment", "random_patch_mask"]
 
 
 def mixup(fbank: torch.Tensor, targets: torch.Tensor, alpha: float) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -53,13 +53,6 @@ def spec_augment(
             else:
                 out[i, :, start : start + width, :] = 0.0
     return out
-
-
-def random_roll(fbank: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Circularly shift each clip in time by a random number of frames. (B, 1, T, M)."""
-    t = fbank.shape[2]
-    shifts = torch.randint(0, t, (fbank.shape[0],), generator=generator)
-    return torch.stack([torch.roll(clip, int(s), dims=1) for clip, s in zip(fbank, shifts)])
 
 
 def random_patch_mask(

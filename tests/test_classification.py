@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -114,3 +115,43 @@ def test_demo_finetuning_improves_validation_map(demo_data):
     ckpt = torch.load(run_dir / "checkpoints" / "checkpoint_best.pt", map_location="cpu", weights_only=False)
     assert ckpt["task_state"]["label_ids"][0] == "low_hum"
     assert ckpt["cfg"]["model"]["encoder"]["embed_dim"] == 128  # self-contained: architecture saved
+
+    # resuming with the classes in another order would silently train the wrong head rows
+    swapped = demo_data / "swapped_labels"
+    shutil.copytree(demo_data / "data" / "manifests", swapped)
+    rows = (swapped / "label_descriptors.csv").read_text().splitlines()
+    first, second = rows[0].split(",", 1), rows[1].split(",", 1)
+    rows[0], rows[1] = f"{first[0]},{second[1]}", f"{second[0]},{first[1]}"
+    (swapped / "label_descriptors.csv").write_text("\n".join(rows) + "\n")
+    resumed = hydra_train("finetune", "demo", [
+        f"task.data={swapped}", "model.model_path=null", f"hydra.run.dir={run_dir}",
+        "dataset.batch_size=8", "dataset.num_workers=0", "optimization.max_update=50",
+    ], cwd=demo_data)
+    assert resumed.returncode != 0
+    assert "the run's checkpoint was trained with other class indices than" in resumed.stdout + resumed.stderr
+    assert "the same 10 labels in another order (first difference at index 0: 'low_hum'" in resumed.stdout + resumed.stderr
+
+
+def test_roll_shifts_training_clips_in_time_reproducibly(demo_data):
+    """task.roll_aug: each training clip circularly shifted, from (seed, epoch, index)."""
+    from sslam_plugin.data import read_manifest
+    from sslam_plugin.features import FbankConfig
+    from sslam_plugin.training.classification_task import LabelledFbankDataset
+
+    manifest = read_manifest(demo_data / "data" / "manifests" / "train.tsv")
+    labels = [[0]] * len(manifest)
+    fbank = FbankConfig(target_length=128)
+    plain = LabelledFbankDataset(manifest, labels, 10, fbank, training=True, roll=False, seed=5)
+    rolled = LabelledFbankDataset(manifest, labels, 10, fbank, training=True, roll=True, seed=5)
+
+    def shift_of(index: int) -> int:
+        x, y = plain[index]["source"][0], rolled[index]["source"][0]  # (T, M)
+        shifts = [s for s in range(x.shape[0]) if torch.equal(torch.roll(x, s, dims=0), y)]
+        assert shifts, f"clip {index} is not a circular time shift of itself"
+        return shifts[0]
+
+    first = [shift_of(i) for i in range(6)]
+    assert sum(s != 0 for s in first) >= 5  # a real shift, not the identity
+    assert [shift_of(i) for i in range(6)] == first  # the same draw for the same (seed, epoch, index)
+    rolled.set_epoch(2)
+    assert [shift_of(i) for i in range(6)] != first

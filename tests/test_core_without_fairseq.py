@@ -1,4 +1,4 @@
-"""The core (features, masking, models, checkpoint layout) works where fairseq is absent."""
+"""The core (features, masking, mixing, models, checkpoint layout, data tools) works where fairseq is absent."""
 
 import sys
 import textwrap
@@ -18,7 +18,8 @@ SCRIPT = textwrap.dedent(
     sys.meta_path.insert(0, HideFairseq())
     import numpy as np, torch
     import sslam_plugin
-    from sslam_plugin import features, masking, checkpoint_layout, data
+    from sslam_plugin import features, masking, mixing, randomness, checkpoint_layout, data
+    from sslam_plugin.data import scan, label_manifests, robust, validate, parallel
     from sslam_plugin.models import BootstrapPretrainer, PretrainingConfig, EncoderConfig, DecoderConfig
     cfg = PretrainingConfig(encoder=EncoderConfig(embed_dim=32, depth=1, num_heads=2),
                             decoder=DecoderConfig(dim=32, layers=1, groups=4), clone_batch=1)

@@ -45,8 +45,8 @@ TWO_PROCESSES = ["common.cpu=true", "distributed_training.distributed_world_size
 # differ from the main process's two threads at float round-off, so runs compared bit for
 # bit use the same setting).
 WORKERS = ["dataset.num_workers=2"]
-STAGE1_UPDATES = 8  # 6 updates per epoch: the runs cross an epoch boundary
-STAGE2_UPDATES = 5
+STAGE1_UPDATES = 10  # 6 updates per epoch: the runs cross an epoch boundary
+STAGE2_UPDATES = 7
 LOSS_KEYS = ("loss", "loss_frame", "loss_utterance")
 STAGE2_KEYS = LOSS_KEYS + ("loss_frame_mixed", "loss_utterance_mixed", "loss_source_retention")
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from broken_audio import GOOD, load_script, make_collection, sine, write
-from conftest import REPO
 from sslam_plugin.data import read_manifest
 from sslam_plugin.data.scan import (
     AudioHeader,
@@ -162,9 +161,3 @@ def test_progress_without_tqdm(monkeypatch, caplog):
         assert list(parallel.progress(range(20), total=20, desc="reading headers")) == list(range(20))
     assert "reading headers: 10/20" in caplog.text and "reading headers: 20/20" in caplog.text
     assert parallel.parallel_map(abs, [-3, 4, -5, 6, -7], jobs=2, show_progress=True) == [3, 4, 5, 6, 7]
-
-
-def test_data_modules_do_not_import_fairseq():
-    for name in ("scan", "label_manifests", "robust", "validate", "parallel"):
-        source = (REPO / "sslam_plugin" / "data" / f"{name}.py").read_text()
-        assert "import fairseq" not in source and "from fairseq" not in source, name

@@ -169,4 +169,27 @@ class SSLAMClassificationTask(FbankTask):
         return {"label_ids": list(self.labels.ids), "label_names": list(self.labels.names)}
 
     def load_state_dict(self, state_dict) -> None:
-        pass
+        """A checkpoint's labels (loading a model for inference) must be this task's, in this order."""
+        self.check_label_order(state_dict.get("label_ids"), "the checkpoint")
+
+    # fairseq saves and restores these with a resumed run's checkpoint
+    def get_checkpoint_dict(self) -> Dict[str, object]:
+        return {type(self).__name__: {"label_ids": list(self.labels.ids)}}
+
+    def set_checkpoint_dict(self, state: Dict[str, object]) -> None:
+        self.check_label_order(state.get("label_ids"), "the run's checkpoint")
+
+    def check_label_order(self, saved: Optional[List[str]], where: str) -> None:
+        """Refuse a head trained for other labels, or for the same labels in another order."""
+        if saved is None or list(saved) == list(self.labels.ids):
+            return
+        current = list(self.labels.ids)
+        if sorted(saved) == sorted(current):
+            first = next(i for i, (a, b) in enumerate(zip(saved, current)) if a != b)
+            detail = f"the same {len(current)} labels in another order (first difference at index {first}: {saved[first]!r} vs {current[first]!r})"
+        else:
+            detail = f"{len(saved)} labels there vs {len(current)} here, {len(set(saved) ^ set(current))} not shared"
+        raise ValueError(
+            f"{where} was trained with other class indices than {self.cfg.data}/label_descriptors.csv: {detail}. "
+            "Use the label_descriptors.csv of that run, or start a new run (hydra.run.dir=...)"
+        )
