@@ -117,7 +117,7 @@ def test_demo_finetuning_improves_validation_map(demo_data):
     assert ckpt["cfg"]["model"]["encoder"]["embed_dim"] == 128  # self-contained: architecture saved
 
     # resuming with the classes in another order would silently train the wrong head rows
-    swapped = demo_data / "swapped_labels"
+    swapped = demo_data / "data" / "swapped_labels"  # beside manifests/: the same relative audio root
     shutil.copytree(demo_data / "data" / "manifests", swapped)
     rows = (swapped / "label_descriptors.csv").read_text().splitlines()
     first, second = rows[0].split(",", 1), rows[1].split(",", 1)
