@@ -1,0 +1,67 @@
+"""The recipes in config/ compose (recipe + the folder's _base.yaml) to exactly the complete
+configs they replaced (tests/data/recipes_expanded), as fairseq-hydra-train composes them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytest.importorskip("fairseq")
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # hydra: schema matching is deprecated
+
+EXPANDED = REPO / "tests" / "data" / "recipes_expanded"
+RECIPES = sorted((p.parent.name, p.stem) for p in EXPANDED.glob("*/*.yaml"))
+
+
+def composed(config_dir: Path, name: str) -> dict:
+    """The job config and the hydra settings fairseq-hydra-train would run with."""
+    from fairseq.dataclass.initialize import hydra_init
+
+    hydra_init(name)  # fairseq registers its schema under the recipe's name, as fairseq-hydra-train does
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        cfg = compose(config_name=name, return_hydra_config=True)
+    hydra = {"run.dir": cfg.hydra.run.dir, "callbacks": OmegaConf.to_container(cfg.hydra.callbacks)}
+    job = OmegaConf.to_container(cfg, resolve=False)
+    job.pop("hydra")
+    return {"job": job, "hydra": hydra}
+
+
+def flat_keys(node: dict, prefix: str = "") -> set:
+    keys = set()
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            keys |= flat_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+def test_every_recipe_is_covered():
+    shipped = sorted((p.parent.name, p.stem) for p in (REPO / "config").glob("*/*.yaml")
+                     if p.parent.name != "run_config" and not p.stem.startswith("_"))
+    assert shipped == RECIPES
+
+
+@pytest.mark.parametrize("group, name", RECIPES)
+def test_recipe_composes_to_the_complete_config_it_replaces(group, name):
+    recipe, complete = composed(REPO / "config" / group, name), composed(EXPANDED / group, name)
+    assert recipe == complete
+    assert recipe["job"]["task"]["data"] == "???" and recipe["job"]["optimizer"]["_name"] == "composite"
+
+
+@pytest.mark.parametrize("group", sorted({g for g, _ in RECIPES}))
+def test_recipes_never_repeat_a_shared_key(group):
+    """The recipe comes first in its defaults list: a key repeated there would be overridden silently."""
+    base = flat_keys(yaml.safe_load((REPO / "config" / group / "_base.yaml").read_text()))
+    for path in sorted((REPO / "config" / group).glob("[!_]*.yaml")):
+        recipe = yaml.safe_load(path.read_text())
+        assert recipe.pop("defaults") == ["_self_", "_base@_here_"], path.name
+        assert not flat_keys(recipe) & base, (path.name, sorted(flat_keys(recipe) & base))
