@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sslam_plugin.checkpoint_layout import pretrainer_from_official  # noqa: E402
+from sslam_plugin.checkpoints.official_names import pretrainer_from_official  # noqa: E402
 from sslam_plugin.masking import inverse_block_mask  # noqa: E402
 from sslam_plugin.mixing import MixingConfig  # noqa: E402
 from sslam_plugin.models import BootstrapPretrainer, DecoderConfig, EncoderConfig, PretrainingConfig  # noqa: E402

@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run the checkout's package
 
-from sslam_plugin.export import (
+from sslam_plugin.checkpoints import (
     DTYPES,
     CheckpointError,
     is_export,

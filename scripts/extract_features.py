@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run the checkout's package
 
 from sslam_plugin.data import AudioLoadError, ManifestError, load_audio, read_manifest
-from sslam_plugin.export import DTYPES, CheckpointError
+from sslam_plugin.checkpoints import DTYPES, CheckpointError
 from sslam_plugin.features import FbankConfig
 from sslam_plugin.inference import GRANULARITIES, ClipFeatures, ClipWindows, clip_windows, load_encoder
 

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run the checkout's package
 
 from sslam_plugin.data import AudioLoadError, load_audio
-from sslam_plugin.export import CheckpointError, read_label_csv
+from sslam_plugin.checkpoints import CheckpointError, read_label_csv
 from sslam_plugin.inference import load_encoder
 
 logger = logging.getLogger("infer")

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .export import DTYPES, EncoderExport, HeadConfig, Label, load_any
+from .checkpoints import DTYPES, EncoderExport, HeadConfig, Label, load_any
 from .features import FbankConfig, compute_fbank, normalize_fbank, resample_to
 from .models.encoder import AudioEncoder, EncoderConfig
 
@@ -418,7 +418,7 @@ def load_encoder(
         dtype: torch dtype or "float32"/"float16"/"bfloat16" (default float32).
         teacher: for pre-training checkpoints, the EMA teacher instead of the student.
         trust: allow the full unpickler for checkpoints that need it (runs code from the file).
-        convert_kwargs: passed to :func:`sslam_plugin.export.export_from_checkpoint`
+        convert_kwargs: passed to :func:`sslam_plugin.checkpoints.export_from_checkpoint`
             (num_heads, labels_csv, activation, frontend_overrides).
 
     Returns:

@@ -58,7 +58,7 @@ def tiny_pretraining_checkpoint(
 
     The teacher is perturbed so that student and teacher differ.
     """
-    from sslam_plugin.checkpoint_layout import pretrainer_to_official
+    from sslam_plugin.checkpoints.official_names import pretrainer_to_official
     from sslam_plugin.models import BootstrapPretrainer
 
     torch.manual_seed(seed)
@@ -94,7 +94,7 @@ def finetuned_checkpoint(
     seed: int = 0,
 ) -> Dict:
     """The golden encoder in the fine-tuned layout with a random head (official cfg names)."""
-    from sslam_plugin.checkpoint_layout import is_official_encoder_name
+    from sslam_plugin.checkpoints.official_names import is_official_encoder_name
 
     g = torch.Generator().manual_seed(seed)
     student = official["model"]
@@ -138,7 +138,7 @@ def load_official(golden_dir: Path) -> Dict:
 
 def encoder_tensors(model_state: Dict, teacher: bool = False) -> Dict[str, torch.Tensor]:
     """The official-name encoder tensors of a pre-training ``model`` dict (student or ``_ema``)."""
-    from sslam_plugin.checkpoint_layout import is_official_encoder_name
+    from sslam_plugin.checkpoints.official_names import is_official_encoder_name
 
     source = model_state["_ema"] if teacher else model_state
     return {k: v for k, v in source.items() if is_official_encoder_name(k)}

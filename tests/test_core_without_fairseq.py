@@ -18,7 +18,8 @@ SCRIPT = textwrap.dedent(
     sys.meta_path.insert(0, HideFairseq())
     import numpy as np, torch
     import sslam_plugin
-    from sslam_plugin import features, masking, mixing, randomness, checkpoint_layout, data
+    from sslam_plugin import features, masking, mixing, randomness, checkpoints, data
+    from sslam_plugin.checkpoints import official_names
     from sslam_plugin.data import scan, label_manifests, robust, validate, parallel
     from sslam_plugin.models import BootstrapPretrainer, PretrainingConfig, EncoderConfig, DecoderConfig
     cfg = PretrainingConfig(encoder=EncoderConfig(embed_dim=32, depth=1, num_heads=2),
@@ -27,7 +28,7 @@ SCRIPT = textwrap.dedent(
     mask = torch.from_numpy(masking.inverse_block_mask((4, 8), 1, rng=np.random.default_rng(0)))
     out = model(torch.randn(1, 1, 64, 128), mask)
     assert torch.isfinite(out.losses["frame"])
-    checkpoint_layout.pretrainer_to_official(model.state_dict())
+    official_names.pretrainer_to_official(model.state_dict())
     assert not any(m == "fairseq" or m.startswith("fairseq.") for m in sys.modules)
     print("OK")
     """

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sslam_plugin.export import (
+from sslam_plugin.checkpoints import (
     FINETUNED,
     PRETRAINING,
     CheckpointError,
@@ -88,7 +88,7 @@ import numpy as np
 from pathlib import Path
 from sslam_plugin import load_encoder
 from sslam_plugin.data import load_audio
-from sslam_plugin.export import load_checkpoint_as_export, save_export
+from sslam_plugin.checkpoints import load_checkpoint_as_export, save_export
 golden, export = Path(sys.argv[1]), sys.argv[2]
 save_export(load_checkpoint_as_export(golden / "official_eat_tiny_checkpoint.pt"), export)
 encoder = load_encoder(export)

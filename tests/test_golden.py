@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sslam_plugin.checkpoint_layout import CheckpointLayoutError, pretrainer_from_official, pretrainer_to_official
+from sslam_plugin.checkpoints.official_names import CheckpointLayoutError, pretrainer_from_official, pretrainer_to_official
 from sslam_plugin.data import load_audio
 from sslam_plugin.features import waveform_to_features
 from sslam_plugin.models import BootstrapPretrainer

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sslam_plugin.data import load_audio
-from sslam_plugin.export import export_from_checkpoint
+from sslam_plugin.checkpoints import export_from_checkpoint
 from sslam_plugin.features import FbankConfig, waveform_to_features
 from sslam_plugin.inference import PretrainedAudioEncoder, TimeFeatures, clip_windows, combine_windows
 

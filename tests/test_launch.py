@@ -9,7 +9,6 @@ import tempfile
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 pytest.importorskip("fairseq")
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sslam_plugin.checkpoint_layout import pretrainer_from_official
+from sslam_plugin.checkpoints.official_names import pretrainer_from_official
 from sslam_plugin.masking import inverse_block_mask
 from sslam_plugin.mixing import MixingConfig
 from sslam_plugin.models.source_retention import MixingPlan, SourceRetentionPretrainer, source_retention_targets

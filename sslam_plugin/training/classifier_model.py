@@ -20,9 +20,9 @@ from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..augment import mixup, random_patch_mask, spec_augment
-from ..checkpoint_layout import finetuned_from_official, finetuned_to_official
+from ..checkpoints.official_names import finetuned_from_official, finetuned_to_official
 from ..config_utils import dataclass_from_dict
-from ..export import load_any
+from ..checkpoints import load_any
 from ..models.classifier import POOLING_MODES, AudioClassifier
 from ..models.encoder import EncoderConfig
 from .model import NO_WEIGHT_DECAY_GROUP, no_weight_decay

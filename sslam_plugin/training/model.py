@@ -18,7 +18,7 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import DictConfig, OmegaConf
 
-from ..checkpoint_layout import TEACHER_UPDATES_KEY, pretrainer_from_official, pretrainer_to_official
+from ..checkpoints.official_names import TEACHER_UPDATES_KEY, pretrainer_from_official, pretrainer_to_official
 from ..config_utils import dataclass_from_dict
 from ..mixing import MixingConfig
 from ..models.ema import ema_decay_at
