@@ -38,13 +38,13 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run the checkout's package
 
 from sslam_plugin.data import AudioLoadError, ManifestError, load_audio, read_manifest
+from sslam_plugin.data.scan import AUDIO_EXTENSIONS
 from sslam_plugin.checkpoints import DTYPES, CheckpointError
 from sslam_plugin.features import FbankConfig
 from sslam_plugin.inference import GRANULARITIES, ClipFeatures, ClipWindows, clip_windows, load_encoder
 
 logger = logging.getLogger("extract_features")
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 SETTINGS_FILE = "extraction.json"
 # settings that change what the outputs hold: a resumed run must use the same
 SETTINGS_THAT_MATTER = ("granularity", "utterance_pooling", "long_clips", "trim_padding", "shard_size")

@@ -30,7 +30,7 @@ from typing import Dict, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an older install
 
-from sslam_plugin.data import label_manifests as lm  # noqa: E402
+from sslam_plugin.data import converters as lm  # noqa: E402
 from sslam_plugin.data.parallel import default_jobs  # noqa: E402
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from broken_audio import load_script, sine, write
-from sslam_plugin.data import label_manifests as lm
+from sslam_plugin.data import converters as lm
 
 CLIP = sine(16000, 0.25)  # 4000 frames
 

@@ -32,7 +32,7 @@ import torch
 
 from .. import __version__
 from ..config_utils import dataclass_from_dict
-from ..data.labels import read_label_descriptors
+from ..data.labels import Label, read_label_descriptors
 from ..features import SAMPLE_RATE, FbankConfig
 from ..models.encoder import EncoderConfig
 from .errors import CheckpointError, CorruptCheckpointError, list_keys
@@ -86,13 +86,6 @@ class HeadConfig:
 
 
 @dataclass
-class Label:
-    index: int
-    id: str
-    name: str
-
-
-@dataclass
 class EncoderExport:
     """Everything an export holds, in memory.
 
@@ -134,7 +127,7 @@ def read_label_csv(path: Union[str, Path]) -> List[Label]:
         labels = read_label_descriptors(path)
     except (FileNotFoundError, ValueError) as err:
         raise CheckpointError(str(err)) from err
-    return [Label(i, label_id, name) for i, (label_id, name) in enumerate(zip(labels.ids, labels.names))]
+    return list(labels)
 
 
 def expected_shapes(export: EncoderExport) -> Dict[str, Tuple[int, ...]]:

@@ -11,23 +11,53 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ["LabelSet", "read_label_descriptors", "read_clip_labels", "clip_id", "labels_for_files", "multi_hot"]
+__all__ = ["Label", "LabelSet", "read_label_descriptors", "read_clip_labels", "clip_id", "labels_for_files", "multi_hot"]
+
+
+@dataclass(frozen=True)
+class Label:
+    """One class: its index (the head's output), the id written in ``.lbl`` files, a readable name.
+
+    The one label record of the package: converters write it, tasks read it,
+    exports and inference report it.
+    """
+
+    index: int
+    id: str
+    name: str
 
 
 @dataclass(frozen=True)
 class LabelSet:
-    ids: List[str]  # label_id per class index
-    names: List[str]  # display name per class index
+    """A task's classes, in head order (``labels[i].index == i``)."""
+
+    labels: Tuple[Label, ...]
+
+    @classmethod
+    def from_ids(cls, ids: Sequence[str], names: Optional[Sequence[str]] = None) -> "LabelSet":
+        names = list(ids) if names is None else list(names)
+        return cls(tuple(Label(i, str(a), str(b)) for i, (a, b) in enumerate(zip(ids, names))))
+
+    @property
+    def ids(self) -> List[str]:
+        return [label.id for label in self.labels]
+
+    @property
+    def names(self) -> List[str]:
+        return [label.name for label in self.labels]
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.labels)
+
+    def __iter__(self) -> Iterator[Label]:
+        return iter(self.labels)
 
     def index(self) -> Dict[str, int]:
-        return {label: i for i, label in enumerate(self.ids)}
+        return {label.id: label.index for label in self.labels}
 
 
 def read_label_descriptors(path: Union[str, Path]) -> LabelSet:
@@ -61,7 +91,7 @@ def read_label_descriptors(path: Union[str, Path]) -> LabelSet:
         raise ValueError(f"{path}: no label descriptors found")
     if sorted(rows) != list(range(len(rows))):
         raise ValueError(f"{path}: class indices must be 0..{len(rows) - 1} without gaps")
-    return LabelSet([rows[i][0] for i in range(len(rows))], [rows[i][1] for i in range(len(rows))])
+    return LabelSet.from_ids([rows[i][0] for i in range(len(rows))], [rows[i][1] for i in range(len(rows))])
 
 
 def clip_id(relative_path: str) -> str:

@@ -53,7 +53,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS: Tuple[str, ...] = ("wav", "flac", "ogg", "mp3")
+AUDIO_EXTENSIONS: Tuple[str, ...] = ("wav", "flac", "ogg", "mp3", "aif", "aiff")  # what soundfile reads
 
 # Rejection categories: a reason is "<category>" or "<category>: <detail>".
 REJECT_MISSING = "missing"
