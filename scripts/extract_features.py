@@ -10,7 +10,7 @@ OUTPUT_DIR  one ``<clip>.npy`` per clip, mirroring the input's relative paths
             or, with --shard-size N, ``shard_00000.npz``... holding N clips each,
             keyed by the clip's relative path (``<path>#timestamps`` for timestamps).
 
-Arrays (float32): frame (L, D) patch tokens; time (R, D) one vector per 16-frame
+Arrays (float32): patch (L, D) patch tokens; time (R, D) one vector per 16-frame
 row (160 ms); utterance (D,); all (1 + L, D), CLS first. Rows holding only
 padding are dropped unless --keep-padding. Clips longer than the checkpoint's
 target_length are cropped, or with --long-clips windows cut into consecutive
@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", type=Path, help="export folder or fairseq checkpoint")
     parser.add_argument("input", type=Path, help="audio file, folder, or manifest (.tsv)")
     parser.add_argument("output_dir", type=Path)
-    parser.add_argument("--granularity", choices=GRANULARITIES, default="frame")
+    parser.add_argument("--granularity", choices=GRANULARITIES + ("frame",), default="patch",
+                        help="patch, utterance, all or time ('frame' is the old name of 'patch')")
     parser.add_argument(
         "--utterance-pooling", choices=("cls", "mean"), default="cls",
         help="utterance vector: the CLS token, or the mean of the patch tokens",
@@ -238,9 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.granularity == "frame":  # its name before 0.2
+        args.granularity = "patch"
     if args.granularity == "all" and args.long_clips == "windows":
         print("error: --granularity all (CLS + patches) is per window; with --long-clips windows use "
-              "frame, time or utterance", file=sys.stderr)
+              "patch, time or utterance", file=sys.stderr)
         return 2
     extensions = tuple(e if e.startswith(".") else "." + e for e in args.extensions.lower().split(","))
     try:

@@ -8,7 +8,7 @@ the granularity you ask for. No fairseq is imported.
 Granularities (N clips, L = R * F patches: R time rows of F frequency patches, D width):
 
 * ``"all"``: (N, 1 + L, D), the CLS token then the patches, time-major;
-* ``"frame"``: (N, L, D), the patch tokens;
+* ``"patch"``: (N, L, D), the patch tokens (``"frame"``, its name before 0.2, still works);
 * ``"utterance"``: (N, D), the CLS token (``utterance_pooling="cls"``, what EAT's
   fine-tuning uses) or the mean of the patch tokens (``"mean"``);
 * ``"time"``: (N, R, D), the mean over the F frequency patches of each time row,
@@ -49,7 +49,8 @@ __all__ = [
     "load_encoder",
 ]
 
-GRANULARITIES = ("frame", "utterance", "all", "time")
+GRANULARITIES = ("patch", "utterance", "all", "time")
+_RENAMED_GRANULARITIES = {"frame": "patch"}  # names before 0.2
 Waveforms = Union[torch.Tensor, np.ndarray, Sequence[Union[torch.Tensor, np.ndarray]]]
 
 
@@ -133,18 +134,18 @@ def combine_windows(
             holding only padding (after the clip's end) are dropped.
 
     Returns:
-        "frame": (sum of rows * F, D); "time": (total rows, D) with timestamps;
+        "patch": (sum of rows * F, D); "time": (total rows, D) with timestamps;
         "utterance": (D,), the mean over windows of CLS (or of the kept patch
         tokens for ``utterance_pooling="mean"``); "all": (1 + rows * F, D),
         one window only.
     """
-    _check_granularity(granularity, utterance_pooling)
+    granularity = _check_granularity(granularity, utterance_pooling)
     w, s, d = tokens.shape
     rows = (s - 1) // freq_patches
     window_frames = rows * patch_size
     if granularity == "all" and w > 1:
         raise ValueError(
-            "granularity 'all' (CLS + patches) is per window; with long_clips='windows' use 'frame', 'time' or 'utterance'"
+            "granularity 'all' (CLS + patches) is per window; with long_clips='windows' use 'patch', 'time' or 'utterance'"
         )
     if granularity == "utterance" and utterance_pooling == "cls":
         return ClipFeatures(tokens[:, 0].mean(dim=0), None, num_frames)
@@ -154,7 +155,7 @@ def combine_windows(
         valid = min(window_frames, max(num_frames - i * window_frames, 1))
         kept.append(grid[i, : math.ceil(valid / patch_size)] if trim_padding else grid[i])
     grid = torch.cat(kept, dim=0)  # (total rows, F, D)
-    if granularity == "frame":
+    if granularity == "patch":
         return ClipFeatures(grid.reshape(-1, d), None, num_frames)  # -> (rows * F, D)
     if granularity == "utterance":
         return ClipFeatures(grid.reshape(-1, d).mean(dim=0), None, num_frames)
@@ -168,11 +169,16 @@ def row_timestamps(rows: int, patch_size: int, frame_shift_ms: float) -> torch.T
     return (torch.arange(rows, dtype=torch.float64) * patch_size + patch_size / 2) * (frame_shift_ms / 1000.0)
 
 
-def _check_granularity(granularity: str, utterance_pooling: str) -> None:
+def _check_granularity(granularity: str, utterance_pooling: str) -> str:
+    """The granularity's current name (old names are accepted with a warning)."""
+    if granularity in _RENAMED_GRANULARITIES:
+        logger.warning("granularity %r is now called %r", granularity, _RENAMED_GRANULARITIES[granularity])
+        granularity = _RENAMED_GRANULARITIES[granularity]
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if utterance_pooling not in ("cls", "mean"):
         raise ValueError(f"utterance_pooling must be 'cls' or 'mean', got {utterance_pooling!r}")
+    return granularity
 
 
 # ------------------------------------------------------------------ model
@@ -275,7 +281,7 @@ class PretrainedAudioEncoder(nn.Module):
         self,
         waveform_or_fbank: Waveforms,
         sample_rate: Optional[int] = None,
-        granularity: str = "frame",
+        granularity: str = "patch",
         utterance_pooling: str = "cls",
     ) -> Union[torch.Tensor, TimeFeatures]:
         """Features of a batch of clips at one granularity.
@@ -284,15 +290,15 @@ class PretrainedAudioEncoder(nn.Module):
             waveform_or_fbank: waveforms (time,), (N, time) or a list of clips,
                 with ``sample_rate``; or, without it, normalised fbank
                 (T, M), (N, T, M) or (N, 1, T, M) used as given.
-            granularity: "frame" (N, L, D), "utterance" (N, D), "all" (N, 1 + L, D)
+            granularity: "patch" (N, L, D), "utterance" (N, D), "all" (N, 1 + L, D)
                 or "time" -> :class:`TimeFeatures` ((N, R, D), (R,) seconds).
             utterance_pooling: "cls" (token 0) or "mean" (mean of the patch tokens).
         """
-        _check_granularity(granularity, utterance_pooling)
+        granularity = _check_granularity(granularity, utterance_pooling)
         tokens = self.encode(self._to_fbank(waveform_or_fbank, sample_rate))  # (N, 1 + L, D)
         if granularity == "all":
             return tokens
-        if granularity == "frame":
+        if granularity == "patch":
             return tokens[:, 1:]
         if granularity == "utterance":
             return tokens[:, 0] if utterance_pooling == "cls" else tokens[:, 1:].mean(dim=1)
@@ -311,7 +317,7 @@ class PretrainedAudioEncoder(nn.Module):
         self,
         waveforms: Sequence[Union[torch.Tensor, np.ndarray]],
         sample_rate: Union[int, Sequence[int]],
-        granularity: str = "frame",
+        granularity: str = "patch",
         long_clips: str = "crop",
         utterance_pooling: str = "cls",
         trim_padding: bool = True,
@@ -333,13 +339,13 @@ class PretrainedAudioEncoder(nn.Module):
     def encode_windows(
         self,
         windows: Sequence[ClipWindows],
-        granularity: str = "frame",
+        granularity: str = "patch",
         utterance_pooling: str = "cls",
         trim_padding: bool = True,
         batch_size: int = 8,
     ) -> List[ClipFeatures]:
         """Encode prepared :class:`ClipWindows` in batches and combine each clip's windows."""
-        _check_granularity(granularity, utterance_pooling)
+        granularity = _check_granularity(granularity, utterance_pooling)
         if not windows:
             return []
         stacked = torch.cat([w.fbank for w in windows])  # (sum W, T, M)

@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
     model = BootstrapPretrainer(cfg)
     mask = torch.from_numpy(masking.inverse_block_mask((4, 8), 1, rng=np.random.default_rng(0)))
     out = model(torch.randn(1, 1, 64, 128), mask)
-    assert torch.isfinite(out.losses["frame"])
+    assert torch.isfinite(out.losses["patch"])
     official_names.pretrainer_to_official(model.state_dict())
     assert not any(m == "fairseq" or m.startswith("fairseq.") for m in sys.modules)
     print("OK")

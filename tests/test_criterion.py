@@ -13,7 +13,7 @@ from sslam_plugin.training.criterion import SSLAMWeightedLossesConfig, SSLAMWeig
 class FakeModel(torch.nn.Module):
     def forward(self, **unused):
         return {
-            "losses": {"frame": torch.tensor(10.0), "source_retention": torch.tensor(3.0)},
+            "losses": {"patch": torch.tensor(10.0), "source_retention": torch.tensor(3.0)},
             "sample_size": torch.tensor(4),
             "logs": {"pred_var": torch.tensor(0.5), "mixed_fraction": torch.tensor(0.25)},
         }
@@ -32,7 +32,7 @@ def test_weighted_sum_and_per_term_logs():
     loss, sample_size, log = criterion(source_retention=2.0)(FakeModel(), sample())
     assert float(loss) == 10.0 + 2.0 * 3.0
     assert int(sample_size) == 4
-    assert log["loss_frame"] == 10.0 and log["loss_source_retention"] == 6.0
+    assert log["loss_patch"] == 10.0 and log["loss_source_retention"] == 6.0
     assert log["pred_var"] == 0.5 and log["mixed_fraction"] == 0.25
 
 
@@ -41,10 +41,23 @@ def test_reduce_reports_terms_per_masked_patch_in_bits():
     with metrics.aggregate() as agg:
         SSLAMWeightedLossesCriterion.reduce_metrics([log, log])
         values = agg.get_smoothed_values()
-    assert values["loss_frame"] == pytest.approx(round(20.0 / 8 / math.log(2), 4))
+    assert values["loss_patch"] == pytest.approx(round(20.0 / 8 / math.log(2), 4))
     assert values["pred_var"] == pytest.approx(0.5)
 
 
 def test_unknown_weight_names_the_key():
     with pytest.raises(KeyError, match="utterance_mixed"):
         criterion(utterance_mixed=1.0)(FakeModel(), sample())
+
+
+def test_weights_under_the_old_frame_names_still_apply(caplog):
+    class Model(torch.nn.Module):
+        def forward(self, **unused):
+            return {"losses": {"patch": torch.tensor(2.0), "patch_mixed": torch.tensor(3.0)},
+                    "sample_size": torch.tensor(1), "logs": {}}
+
+    with caplog.at_level("WARNING"):
+        loss, _, log = criterion(frame=0.5, frame_mixed=2.0)(Model(), sample())
+    assert float(loss) == 0.5 * 2.0 + 2.0 * 3.0
+    assert log["loss_patch"] == 1.0 and log["loss_patch_mixed"] == 6.0
+    assert "criterion.loss_weights.frame is now criterion.loss_weights.patch" in caplog.text

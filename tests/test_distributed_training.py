@@ -47,8 +47,8 @@ TWO_PROCESSES = ["common.cpu=true", "distributed_training.distributed_world_size
 WORKERS = ["dataset.num_workers=2"]
 STAGE1_UPDATES = 10  # 6 updates per epoch: the runs cross an epoch boundary
 STAGE2_UPDATES = 7
-LOSS_KEYS = ("loss", "loss_frame", "loss_utterance")
-STAGE2_KEYS = LOSS_KEYS + ("loss_frame_mixed", "loss_utterance_mixed", "loss_source_retention")
+LOSS_KEYS = ("loss", "loss_patch", "loss_utterance")
+STAGE2_KEYS = LOSS_KEYS + ("loss_patch_mixed", "loss_utterance_mixed", "loss_source_retention")
 
 
 def start(cwd: Path, config: str, overrides: List[str], log: Path, env: Optional[Dict[str, str]] = None):

@@ -59,7 +59,7 @@ def test_folder_outputs_match_the_api(extract, checkpoint, audio, tmp_path):
 
     for name, suffix in zip(NAMES, [".wav"] * 4 + [".flac"]):
         waveform, rate = load_audio(audio / (name + suffix))
-        [expected] = model.extract_clips([waveform], rate, "frame")
+        [expected] = model.extract_clips([waveform], rate, "patch")
         assert np.allclose(np.load(out / f"{name}.npy"), expected.features.numpy(), atol=1e-5), name
     assert np.load(out / "a.npy").shape == (3 * 8, 32)  # 0.5 s = 48 frames -> 3 rows of audio
     assert np.load(out / "long.npy").shape == (8 * 8, 32)  # cropped to 128 frames

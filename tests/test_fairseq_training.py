@@ -50,7 +50,7 @@ def test_demo_config_trains_and_writes_official_layout(straight_run):
     assert "modality_encoders.IMAGE.extra_tokens" in model["_ema"]
     assert not any(k.startswith("modality_encoders.IMAGE.decoder") for k in model["_ema"])
     # both loss terms and the collapse signals are logged every update
-    for key in ("loss_frame", "loss_utterance", "pred_var", "target_var", "ema_decay"):
+    for key in ("loss_patch", "loss_utterance", "pred_var", "target_var", "ema_decay"):
         assert len(logged(log, key)) == 9, key
     # the teacher moved away from the student's initial copy
     assert not torch.equal(model["_ema"]["blocks.0.attn.qkv.weight"], model["blocks.0.attn.qkv.weight"])
@@ -90,7 +90,7 @@ def test_resume_continues_updates_schedule_and_weights(demo_data, straight_run):
             assert torch.allclose(value, b["model"][key], atol=1e-6), key
 
 
-STAGE2_TERMS = ("loss_utterance", "loss_frame", "loss_utterance_mixed", "loss_frame_mixed", "loss_source_retention")
+STAGE2_TERMS = ("loss_utterance", "loss_patch", "loss_utterance_mixed", "loss_patch_mixed", "loss_source_retention")
 
 
 def test_stage2_continues_from_our_stage1(demo_data, straight_run):

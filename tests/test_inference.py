@@ -49,7 +49,8 @@ def test_granularities_agree_with_all(golden_encoder, clips, golden_dir_module):
     tokens = golden_encoder(waveform, rate)  # (1, 513, 192)
     ref = np.load(golden_dir_module / "clip_16k_6s.features.npy")
     assert np.abs(tokens[0].numpy() - ref).max() < 1e-4
-    frame = golden_encoder.extract_features(waveform, rate, "frame")
+    frame = golden_encoder.extract_features(waveform, rate, "patch")
+    assert torch.equal(golden_encoder.extract_features(waveform, rate, "frame"), frame)  # the old name
     utterance = golden_encoder.extract_features(waveform, rate, "utterance")
     mean = golden_encoder.extract_features(waveform, rate, "utterance", utterance_pooling="mean")
     time = golden_encoder.extract_features(waveform, rate, "time")
@@ -92,14 +93,14 @@ def test_long_clips_windows_and_trimming(golden_encoder, clips):
     assert torch.allclose(long.features[:64], cropped.features)
     steps = np.diff(long.timestamps.numpy())
     assert np.allclose(steps, 0.16) and long.timestamps[0].item() == pytest.approx(0.08)
-    [frames] = golden_encoder.extract_clips([waveform], rate, "frame", "windows")
+    [frames] = golden_encoder.extract_clips([waveform], rate, "patch", "windows")
     assert frames.features.shape == (69 * 8, 192)
     with pytest.raises(ValueError, match="per window"):
         golden_encoder.extract_clips([waveform], rate, "all", "windows")
     # a short clip keeps only the rows with audio, unless asked to keep padding
     short, sr = clips["clip_16k_6s"]  # 648 frames -> 41 rows
-    [trimmed] = golden_encoder.extract_clips([short], sr, "frame")
-    [padded] = golden_encoder.extract_clips([short], sr, "frame", trim_padding=False)
+    [trimmed] = golden_encoder.extract_clips([short], sr, "patch")
+    [padded] = golden_encoder.extract_clips([short], sr, "patch", trim_padding=False)
     assert trimmed.features.shape == (41 * 8, 192) and padded.features.shape == (512, 192)
     assert torch.equal(padded.features, golden_encoder.extract_features(short, sr, "frame")[0])
     [utt] = golden_encoder.extract_clips([short], sr, "utterance")
@@ -123,7 +124,7 @@ def test_tiny_encoder_without_reference(tiny_encoder):
     time = tiny_encoder.extract_features(waveform, 16000, "time")
     assert time.features.shape == (2, 8, 32)
     with pytest.raises(ValueError, match="granularity"):
-        tiny_encoder.extract_features(waveform, 16000, "patch")
+        tiny_encoder.extract_features(waveform, 16000, "token")
     with pytest.raises(RuntimeError, match="no classification head"):
         tiny_encoder.predict(waveform, 16000)
 

@@ -21,7 +21,7 @@ def test_losses_are_finite_and_every_parameter_learns():
     model = BootstrapPretrainer(tiny_config())
     fbank, mask = batch()
     out = model(fbank, mask)
-    assert set(out.losses) == {"frame", "utterance"}
+    assert set(out.losses) == {"patch", "utterance"}
     assert int(out.sample_size) == int(mask.sum())
     total = sum(out.losses.values())
     assert torch.isfinite(total)
@@ -43,7 +43,7 @@ def test_student_never_sees_masked_patches():
     with torch.no_grad():
         a, b = model.student(fbank, mask), model.student(changed, mask)
         assert torch.allclose(a.cls, b.cls, atol=1e-6)
-        assert torch.allclose(a.frames, b.frames, atol=1e-6)
+        assert torch.allclose(a.patches, b.patches, atol=1e-6)
         # ...while the teacher sees the whole clip
         assert not torch.allclose(model.teacher_layers(fbank)[-1], model.teacher_layers(changed)[-1])
 

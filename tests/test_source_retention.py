@@ -11,7 +11,7 @@ from sslam_plugin.models.source_retention import MixingPlan, SourceRetentionPret
 
 from conftest import golden_config, tiny_config
 
-TERMS = {"utterance", "frame", "utterance_mixed", "frame_mixed", "source_retention"}
+TERMS = {"utterance", "patch", "utterance_mixed", "patch_mixed", "source_retention"}
 
 
 def make_batch(clips, frames=128, clones=2, seed=0):
@@ -56,7 +56,7 @@ def test_golden_stage2_losses(golden_step):
     sums = expected["loss_sums"]
     ours = {
         "eat_cls_loss": out.losses["utterance"] + out.losses["utterance_mixed"],
-        "eat_patch_loss": out.losses["frame"] + out.losses["frame_mixed"],
+        "eat_patch_loss": out.losses["patch"] + out.losses["patch_mixed"],
         "mix_patch_loss": out.losses["source_retention"] * expected["srl_weight_in_loss"],
     }
     for name, value in ours.items():

@@ -125,8 +125,8 @@ def test_a_new_schedule_from_a_continued_checkpoint_steps_from_its_second_update
 # ------------------------------------------------------------ summable logs
 def test_logs_summed_over_ranks_reduce_like_the_list():
     logs = [
-        {"sample_size": 10.0, "nsentences": 2, "ntokens": 10.0, "loss_frame": 5.0, "loss": 8.0, "pred_var": 0.5, "_batches": 1},
-        {"sample_size": 30.0, "nsentences": 2, "ntokens": 30.0, "loss_frame": 9.0, "loss": 12.0, "pred_var": 0.3, "_batches": 1},
+        {"sample_size": 10.0, "nsentences": 2, "ntokens": 10.0, "loss_patch": 5.0, "loss": 8.0, "pred_var": 0.5, "_batches": 1},
+        {"sample_size": 30.0, "nsentences": 2, "ntokens": 30.0, "loss_patch": 9.0, "loss": 12.0, "pred_var": 0.3, "_batches": 1},
     ]
     summed = {k: logs[0][k] + logs[1][k] for k in logs[0]}
     with metrics.aggregate() as listed:
@@ -148,8 +148,8 @@ def test_every_batch_logs_the_same_keys_in_the_same_order():
 
     criterion = SSLAMWeightedLossesCriterion(_criterion_config(), task=None)
     sample = {"id": torch.arange(2), "net_input": {}}
-    a = criterion(Model(["utterance", "frame", "source_retention"]), sample)[2]
-    b = criterion(Model(["source_retention", "frame", "utterance"]), sample)[2]
+    a = criterion(Model(["utterance", "patch", "source_retention"]), sample)[2]
+    b = criterion(Model(["source_retention", "patch", "utterance"]), sample)[2]
     assert list(a) == list(b)
 
 

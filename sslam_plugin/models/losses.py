@@ -1,4 +1,4 @@
-"""Regression losses between student predictions and teacher targets."""
+"""The pre-training objectives in one place: regression of student outputs on teacher targets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["regression_loss"]
+__all__ = ["regression_loss", "patch_loss", "utterance_loss"]
 
 
 def regression_loss(
@@ -36,3 +36,68 @@ def regression_loss(
     else:
         loss = F.smooth_l1_loss(x, y, reduction="none", beta=beta)
     return loss * (scale if scale is not None else 1.0 / math.sqrt(d))
+
+
+# --------------------------------------------------------------- the objectives
+# Stage 1 (EAT) trains two terms, stage 2 (SSLAM) five; each is a sum, and the
+# trainer divides the weighted total by the number of masked patches:
+#
+#   patch             patch_loss(student patches of A, teacher patch targets of A)
+#   utterance         utterance_loss(student CLS of A, mean teacher target of A)
+#   patch_mixed       patch_loss(student patches of M, teacher patch targets of M)
+#   utterance_mixed   utterance_loss(student CLS of M, mean teacher target of M)
+#   source_retention  patch_loss(student patches of M, SRL targets: the mean of
+#                     A's and its partner's targets; see source_retention_targets)
+#
+# A = the clips, M = their partial mixtures (stage 2); the criterion weights
+# the terms (stage 2: source_retention x 2).
+
+def patch_loss(
+    pred: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float = 0.0,
+    scale: Optional[float] = None,
+) -> torch.Tensor:
+    """Regression loss at the masked patches of every copy, summed.
+
+    Args:
+        pred: (N, L, D) decoder predictions for N = B * C masked copies.
+        targets: (B, L, D) teacher targets of the B clips (repeated per copy here).
+        mask: (N, L) bool, True = masked (only those patches count).
+
+    Returns:
+        float32 scalar.
+    """
+    copies = _copies(mask, targets.shape[0])
+    targets = targets.repeat_interleave(copies, dim=0)  # (B, L, D) -> (N, L, D)
+    return regression_loss(pred[mask], targets[mask], beta, scale).sum()
+
+
+def utterance_loss(
+    cls: torch.Tensor,
+    targets: torch.Tensor,
+    sample_size: torch.Tensor,
+    beta: float = 0.0,
+    scale: Optional[float] = None,
+) -> torch.Tensor:
+    """Regression of every copy's CLS output on its clip's utterance target, summed.
+
+    Multiplied by ``sample_size`` (the masked patches of the whole student
+    batch) so that it keeps its weight after the trainer divides the total by it.
+
+    Args:
+        cls: (N, D) CLS outputs; targets: (B, D), repeated per copy here.
+
+    Returns:
+        float32 scalar.
+    """
+    copies = cls.shape[0] // targets.shape[0]
+    targets = targets.repeat_interleave(copies, dim=0)  # (B, D) -> (N, D)
+    return regression_loss(cls, targets, beta, scale).sum() * sample_size
+
+
+def _copies(mask: torch.Tensor, clips: int) -> int:
+    if mask.dim() != 2 or mask.shape[0] % clips:
+        raise ValueError(f"mask must be (clips * copies, patches) with {clips} clips, got {tuple(mask.shape)}")
+    return mask.shape[0] // clips

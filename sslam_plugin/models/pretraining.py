@@ -2,7 +2,7 @@
 
 The student sees only the kept patches of ``clone_batch`` masked copies of each
 clip; the CNN decoder predicts, at the masked patches, the EMA teacher's targets
-for the full clip (frame loss); the student's CLS output regresses the mean of
+for the full clip (patch loss); the student's CLS output regresses the mean of
 those targets (utterance loss).
 
 Dimensions: B = clips, C = clone_batch, N = B * C student sequences,
@@ -20,7 +20,7 @@ import torch.nn as nn
 from .decoder import ConvDecoder2d, DecoderConfig, scatter_to_grid
 from .ema import EMATeacher, ema_decay_at
 from .encoder import AudioEncoder, EncoderConfig, gather_kept
-from .losses import regression_loss
+from .losses import patch_loss, utterance_loss
 from .targets import average_layer_targets, compute_var
 
 __all__ = ["PretrainingConfig", "PretrainingOutput", "BootstrapPretrainer"]
@@ -31,7 +31,7 @@ class PretrainingConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     clone_batch: int = field(default=16, metadata={"help": "masked copies of each clip in the student batch"})
-    average_top_k_layers: int = field(default=12, metadata={"help": "teacher layers averaged into frame targets"})
+    average_top_k_layers: int = field(default=12, metadata={"help": "teacher layers averaged into patch targets"})
     utterance_target_layers: Optional[int] = field(
         default=None,
         metadata={"help": "teacher layers averaged into utterance targets (None: average_top_k_layers)"},
@@ -65,7 +65,7 @@ class PretrainingOutput(NamedTuple):
 
 class StudentPrediction(NamedTuple):
     cls: torch.Tensor  # (N, D) CLS outputs
-    frames: torch.Tensor  # (N, L, D) decoder predictions on the full grid
+    patches: torch.Tensor  # (N, L, D) decoder predictions on the full grid
 
 
 class BootstrapPretrainer(nn.Module):
@@ -94,7 +94,7 @@ class BootstrapPretrainer(nn.Module):
         with torch.autocast(fbank.device.type, dtype=dtype, enabled=dtype in (torch.float16, torch.bfloat16)):
             return self.teacher.encoder(fbank.float(), return_targets=True).layer_targets
 
-    def frame_targets(self, layers: List[torch.Tensor]) -> torch.Tensor:
+    def patch_targets(self, layers: List[torch.Tensor]) -> torch.Tensor:
         """(B, L, D) targets from the top-K layers."""
         return average_layer_targets(
             layers,
@@ -104,11 +104,11 @@ class BootstrapPretrainer(nn.Module):
             self.cfg.layer_norm_targets,
         )
 
-    def utterance_targets(self, layers: List[torch.Tensor], frame_targets: torch.Tensor) -> torch.Tensor:
+    def utterance_targets(self, layers: List[torch.Tensor], patch_targets: torch.Tensor) -> torch.Tensor:
         """(B, D): mean over patches of the utterance target layers."""
         k = self.cfg.utterance_target_layers
         if k is None or k == self.cfg.average_top_k_layers:
-            return frame_targets.mean(dim=1)
+            return patch_targets.mean(dim=1)
         return average_layer_targets(
             layers, k, self.cfg.instance_norm_target_layer, self.cfg.layer_norm_target_layer, self.cfg.layer_norm_targets
         ).mean(dim=1)
@@ -132,7 +132,7 @@ class BootstrapPretrainer(nn.Module):
         patches = self.encoder.embed(fbank).repeat_interleave(clones, dim=0)  # (B, L, D) -> (N, L, D)
         x = self.encoder.contextualize(gather_kept(patches, mask)).x  # (N, 1 + K, D)
         dec_in = scatter_to_grid(x[:, 1:], mask, self.cfg.decoder.mask_noise_std, noise_generator)
-        return StudentPrediction(cls=x[:, 0], frames=self.decoder(dec_in, grid))
+        return StudentPrediction(cls=x[:, 0], patches=self.decoder(dec_in, grid))
 
     @staticmethod
     def clones_of(mask: torch.Tensor, clips: int) -> int:
@@ -146,31 +146,24 @@ class BootstrapPretrainer(nn.Module):
     def bootstrap_losses(
         self,
         pred: StudentPrediction,
-        frame_targets: torch.Tensor,
+        patch_targets: torch.Tensor,
         utterance_targets: torch.Tensor,
         mask: torch.Tensor,
         sample_size: torch.Tensor,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Frame loss at masked patches and utterance loss on CLS, both summed.
+        """The patch and utterance terms (:mod:`.losses`), both summed.
 
         Args:
-            frame_targets: (B, L, D); utterance_targets: (B, D); repeated per copy here.
-            sample_size: masked patches of the whole student batch; the utterance
-                loss is multiplied by it so that it keeps its weight after the
-                trainer divides everything by the sample size.
+            patch_targets: (B, L, D); utterance_targets: (B, D).
+            sample_size: masked patches of the whole student batch.
 
         Returns:
-            (frame loss sum, utterance loss sum), float32 scalars.
+            (patch loss sum, utterance loss sum), float32 scalars.
         """
-        clones = self.clones_of(mask, frame_targets.shape[0])
-        frame_targets = frame_targets.repeat_interleave(clones, dim=0)  # (B, L, D) -> (N, L, D)
-        utterance_targets = utterance_targets.repeat_interleave(clones, dim=0)  # (B, D) -> (N, D)
-        frame = self._loss(pred.frames[mask], frame_targets[mask]).sum()
-        utterance = self._loss(pred.cls, utterance_targets).sum() * sample_size
-        return frame, utterance
-
-    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return regression_loss(pred, target, self.cfg.loss_beta, self.cfg.loss_scale)
+        beta, scale = self.cfg.loss_beta, self.cfg.loss_scale
+        patch = patch_loss(pred.patches, patch_targets, mask, beta, scale)
+        utterance = utterance_loss(pred.cls, utterance_targets, sample_size, beta, scale)
+        return patch, utterance
 
     # ----------------------------------------------------------------- forward
     def forward(
@@ -188,13 +181,13 @@ class BootstrapPretrainer(nn.Module):
         mask = mask.bool()
         pred = self.student(fbank, mask, noise_generator)
         layers = self.teacher_layers(fbank)
-        frame_t = self.frame_targets(layers)
-        utt_t = self.utterance_targets(layers, frame_t)
+        patch_t = self.patch_targets(layers)
+        utt_t = self.utterance_targets(layers, patch_t)
         sample_size = mask.sum()
-        frame, utterance = self.bootstrap_losses(pred, frame_t, utt_t, mask, sample_size)
-        logs = self.variance_logs(pred.frames[mask], frame_t)
+        patch, utterance = self.bootstrap_losses(pred, patch_t, utt_t, mask, sample_size)
+        logs = self.variance_logs(pred.patches[mask], patch_t)
         logs["masked_pct"] = mask.float().mean().detach()
-        return PretrainingOutput({"frame": frame, "utterance": utterance}, sample_size, logs)
+        return PretrainingOutput({"patch": patch, "utterance": utterance}, sample_size, logs)
 
     @torch.no_grad()
     def variance_logs(self, masked_pred: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:

@@ -2,15 +2,15 @@
 
 The student sees [A; M]: the clips A and their partial mixtures M with
 partners P (M reuses A's masks). The teacher gives, in one pass over the full
-[A; M], frame and utterance targets for both halves; a second, shorter pass
+[A; M], patch and utterance targets for both halves; a second, shorter pass
 over P with its unmixed-window patches dropped gives the partner's targets in
 the mixed region. The SRL target of clip i is the average of A_i's own target
 and the partner's target completed with A_i's own target inside the unmixed
 windows (so there it is A_i's target alone).
 
-Five loss terms: ``utterance`` and ``frame`` on A, ``utterance_mixed`` and
-``frame_mixed`` on M, ``source_retention`` on M (its weight of 2.0 lives in the
-criterion config).
+Five loss terms (:mod:`.losses`): ``utterance`` and ``patch`` on A,
+``utterance_mixed`` and ``patch_mixed`` on M, ``source_retention`` on M (its
+weight of 2.0 lives in the criterion config).
 
 A batch of one clip has no partner: it trains on the unmixed terms only and
 the mixed terms are zero (logged ``mixed_fraction`` = 0).
@@ -36,6 +36,7 @@ from ..mixing import (
     unmixed_rows,
 )
 from .encoder import gather_kept
+from .losses import patch_loss
 from .pretraining import BootstrapPretrainer, PretrainingConfig, PretrainingOutput, StudentPrediction
 
 __all__ = ["MixedTargets", "MixingPlan", "SourceRetentionPretrainer", "source_retention_targets"]
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 
 class MixedTargets(NamedTuple):
-    frame: torch.Tensor  # (2B, L, D) frame targets of [A; M]
+    patch: torch.Tensor  # (2B, L, D) patch targets of [A; M]
     utterance: torch.Tensor  # (2B, D) utterance targets of [A; M]
     source_retention: torch.Tensor  # (B, L, D) SRL targets of the mixtures
 
@@ -61,7 +62,7 @@ def source_retention_targets(
     """Average of a clip's own target and its partner's, completed with its own.
 
     Args:
-        own: (B, L, D) the clips' own frame targets (teacher pass over A).
+        own: (B, L, D) the clips' own patch targets (teacher pass over A).
         partner_mixed_region: (B, L_mixed, D) partner targets for the mixed-region
             patches of clip i, in grid order (teacher pass over P with the
             unmixed-window patches dropped).
@@ -139,11 +140,11 @@ class SourceRetentionPretrainer(BootstrapPretrainer):
             unmixed_patch: (1 or B, L) bool, True = patch in an unmixed window.
         """
         layers = self.teacher_layers(both)
-        frame = self.frame_targets(layers)  # (2B, L, D)
-        utterance = self.utterance_targets(layers, frame)  # (2B, D)
-        partner = self.frame_targets(self.partner_layers(fbank, plan, unmixed_patch))  # (B, L_mixed, D)
-        srl = source_retention_targets(frame[: fbank.shape[0]], partner, unmixed_patch)
-        return MixedTargets(frame, utterance, srl)
+        patch = self.patch_targets(layers)  # (2B, L, D)
+        utterance = self.utterance_targets(layers, patch)  # (2B, D)
+        partner = self.patch_targets(self.partner_layers(fbank, plan, unmixed_patch))  # (B, L_mixed, D)
+        srl = source_retention_targets(patch[: fbank.shape[0]], partner, unmixed_patch)
+        return MixedTargets(patch, utterance, srl)
 
     def unmixed_patches(self, plan: MixingPlan, frames: int, device: torch.device) -> torch.Tensor:
         """(1 or B, L) bool, True = patch inside an unmixed window (time-major)."""
@@ -183,21 +184,20 @@ class SourceRetentionPretrainer(BootstrapPretrainer):
 
         sample_size = both_mask.sum()
         half = mask.shape[0]
-        pred_a = StudentPrediction(pred.cls[:half], pred.frames[:half])
-        pred_m = StudentPrediction(pred.cls[half:], pred.frames[half:])
-        frame, utterance = self.bootstrap_losses(pred_a, t.frame[:clips], t.utterance[:clips], mask, sample_size)
-        frame_m, utterance_m = self.bootstrap_losses(pred_m, t.frame[clips:], t.utterance[clips:], mask, sample_size)
-        srl_rep = t.source_retention.repeat_interleave(mask.shape[0] // clips, dim=0)  # (B, L, D) -> (B * C, L, D)
-        srl = self._loss(pred_m.frames[mask], srl_rep[mask]).sum()
+        pred_a = StudentPrediction(pred.cls[:half], pred.patches[:half])
+        pred_m = StudentPrediction(pred.cls[half:], pred.patches[half:])
+        patch, utterance = self.bootstrap_losses(pred_a, t.patch[:clips], t.utterance[:clips], mask, sample_size)
+        patch_m, utterance_m = self.bootstrap_losses(pred_m, t.patch[clips:], t.utterance[clips:], mask, sample_size)
+        srl = patch_loss(pred_m.patches, t.source_retention, mask, self.cfg.loss_beta, self.cfg.loss_scale)
 
         losses = {
             "utterance": utterance,
-            "frame": frame,
+            "patch": patch,
             "utterance_mixed": utterance_m,
-            "frame_mixed": frame_m,
+            "patch_mixed": patch_m,
             "source_retention": srl,
         }
-        logs = self.variance_logs(pred.frames[both_mask], t.frame)
+        logs = self.variance_logs(pred.patches[both_mask], t.patch)
         logs["masked_pct"] = mask.float().mean().detach()
         logs["mixed_fraction"] = (~unmixed_patch).float().mean().detach()
         return PretrainingOutput(losses, sample_size, logs)
@@ -206,9 +206,9 @@ class SourceRetentionPretrainer(BootstrapPretrainer):
         self, fbank: torch.Tensor, mask: torch.Tensor, noise_generator: Optional[torch.Generator]
     ) -> PretrainingOutput:
         out = super().forward(fbank, mask, noise_generator)
-        zero = out.losses["frame"] * 0.0
+        zero = out.losses["patch"] * 0.0
         losses: Dict[str, torch.Tensor] = dict(out.losses)
-        losses.update(utterance_mixed=zero, frame_mixed=zero, source_retention=zero)
+        losses.update(utterance_mixed=zero, patch_mixed=zero, source_retention=zero)
         logs = dict(out.logs)
         logs["mixed_fraction"] = torch.tensor(0.0)
         return PretrainingOutput(losses, out.sample_size, logs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List
@@ -12,7 +13,11 @@ from fairseq.dataclass import FairseqDataclass
 
 __all__ = ["SSLAMWeightedLossesConfig", "SSLAMWeightedLossesCriterion"]
 
+logger = logging.getLogger(__name__)
+
 AVERAGED_LOGS_KEY = "_batches"
+# Loss terms renamed in 0.2 ("frame" meant the patch-level loss); the old names still load.
+RENAMED_TERMS = {"frame": "patch", "frame_mixed": "patch_mixed"}
 
 
 @dataclass
@@ -36,6 +41,10 @@ class SSLAMWeightedLossesCriterion(FairseqCriterion):
     def __init__(self, cfg: SSLAMWeightedLossesConfig, task):
         super().__init__(task)
         self.loss_weights = dict(cfg.loss_weights)
+        for old, new in RENAMED_TERMS.items():
+            if old in self.loss_weights:
+                logger.warning("criterion.loss_weights.%s is now criterion.loss_weights.%s", old, new)
+                self.loss_weights.setdefault(new, self.loss_weights.pop(old))
         self.log_keys = list(cfg.log_keys)
 
     def forward(self, model, sample, reduce: bool = True):
