@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from .checkpoints import DTYPES, EncoderExport, HeadConfig, Label, load_any
 from .features import FbankConfig, compute_fbank, normalize_fbank, resample_to
+from .models.classifier import classify, pool
 from .models.encoder import AudioEncoder, EncoderConfig
 
 logger = logging.getLogger(__name__)
@@ -281,10 +282,10 @@ class PretrainedAudioEncoder(nn.Module):
         self,
         waveform_or_fbank: Waveforms,
         sample_rate: Optional[int] = None,
-        granularity: str = "patch",
+        granularity: str = "all",
         utterance_pooling: str = "cls",
     ) -> Union[torch.Tensor, TimeFeatures]:
-        """Features of a batch of clips at one granularity.
+        """Features of a batch of clips at one granularity (by default, as ``model(...)``: all tokens).
 
         Args:
             waveform_or_fbank: waveforms (time,), (N, time) or a list of clips,
@@ -301,7 +302,7 @@ class PretrainedAudioEncoder(nn.Module):
         if granularity == "patch":
             return tokens[:, 1:]
         if granularity == "utterance":
-            return tokens[:, 0] if utterance_pooling == "cls" else tokens[:, 1:].mean(dim=1)
+            return pool(tokens, utterance_pooling)
         n, s, d = tokens.shape
         f = self.encoder.freq_patches
         rows = tokens[:, 1:].reshape(n, (s - 1) // f, f, d).mean(dim=2)  # (N, R * F, D) -> (N, R, D)
@@ -310,7 +311,7 @@ class PretrainedAudioEncoder(nn.Module):
     def forward(
         self, waveform_or_fbank: Waveforms, sample_rate: Optional[int] = None, granularity: str = "all"
     ) -> Union[torch.Tensor, TimeFeatures]:
-        """``extract_features`` with granularity "all" by default: (N, 1 + L, D)."""
+        """``extract_features``: all tokens, (N, 1 + L, D), unless another granularity is asked for."""
         return self.extract_features(waveform_or_fbank, sample_rate, granularity)
 
     def extract_clips(
@@ -382,9 +383,7 @@ class PretrainedAudioEncoder(nn.Module):
         """(N, num_classes) classifier logits: head(fc_norm(pooled))."""
         head = self._require_head()
         pooled = self.extract_features(waveform_or_fbank, sample_rate, "utterance", head.pooling)  # (N, D)
-        if self.fc_norm is not None:
-            pooled = self.fc_norm(pooled)
-        return self.head(pooled)
+        return classify(pooled, self.fc_norm, self.head)
 
     def scores(self, waveform_or_fbank: Waveforms, sample_rate: Optional[int] = None) -> torch.Tensor:
         """(N, num_classes) float32 scores: sigmoid (multi-label heads) or softmax."""

@@ -155,3 +155,12 @@ def test_roll_shifts_training_clips_in_time_reproducibly(demo_data):
     assert [shift_of(i) for i in range(6)] == first  # the same draw for the same (seed, epoch, index)
     rolled.set_epoch(2)
     assert [shift_of(i) for i in range(6)] != first
+
+
+def test_pooling_names_old_and_official_still_load(official_path, caplog):
+    assert build(official_path, pooling="mean").classifier.pooling == "mean"
+    with caplog.at_level("WARNING"):
+        assert build(official_path, prediction_mode="MEAN_POOLING").classifier.pooling == "mean"
+    assert "model.prediction_mode=MEAN_POOLING is now model.pooling" in caplog.text
+    with pytest.raises(ValueError, match="model.pooling: pooling must be one of"):
+        build(official_path, pooling="max")

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 
+from ..models.classifier import pooling_name
 from .architecture import infer_encoder_config, infer_frontend
 from .errors import CheckpointError, UnknownCheckpointError, list_keys
 from .export_format import EncoderExport, HeadConfig, Label, check_state, read_label_csv
@@ -146,12 +147,11 @@ def _head_config(
     if "head.weight" not in head_state or "head.bias" not in head_state:
         raise UnknownCheckpointError(f"{source}: fine-tuned layout without 'head.weight'/'head.bias'")
     cfg = ckpt.get("cfg")
-    mode = str(first_config_value(cfg, ("model", "prediction_mode")) or "CLS_TOKEN").rsplit(".", 1)[-1].upper()
-    pooling = {"CLS_TOKEN": "cls", "MEAN_POOLING": "mean"}.get(mode)
-    if pooling is None:
-        raise CheckpointError(
-            f"{source}: prediction_mode {mode} is not supported (CLS_TOKEN or MEAN_POOLING are)"
-        )
+    stated = first_config_value(cfg, ("model", "pooling"), ("model", "prediction_mode")) or "cls"
+    try:
+        pooling = pooling_name(stated)
+    except ValueError as err:
+        raise CheckpointError(f"{source}: {err}") from err
     if activation is None:
         activation = _stated_activation(ckpt)
     return HeadConfig(

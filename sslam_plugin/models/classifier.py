@@ -12,24 +12,43 @@ import torch.nn as nn
 
 from .encoder import AudioEncoder, EncoderConfig
 
-__all__ = ["POOLING_MODES", "AudioClassifier"]
+__all__ = ["POOLINGS", "pooling_name", "pool", "classify", "AudioClassifier"]
 
-# Names as in official fine-tuned checkpoints' ``prediction_mode``.
-POOLING_MODES = ("CLS_TOKEN", "MEAN_POOLING")
+POOLINGS = ("cls", "mean")  # the CLS token; the mean of the patch tokens
+# Official fine-tuned checkpoints (and this package's configs before 0.2) name them so.
+_OFFICIAL_POOLINGS = {"CLS_TOKEN": "cls", "MEAN_POOLING": "mean"}
+
+
+def pooling_name(value: str) -> str:
+    """``"cls"`` or ``"mean"`` from this package's or the official name (``CLS_TOKEN``, ``MEAN_POOLING``)."""
+    name = str(value).rsplit(".", 1)[-1]  # "PredictionMode.CLS_TOKEN" in some official configs
+    name = _OFFICIAL_POOLINGS.get(name.upper(), name.lower())
+    if name not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS} (or CLS_TOKEN / MEAN_POOLING), got {value!r}")
+    return name
+
+
+def pool(tokens: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(N, 1 + L, D) tokens, CLS first -> (N, D) clip embeddings."""
+    return tokens[:, 0] if pooling == "cls" else tokens[:, 1:].mean(dim=1)
+
+
+def classify(pooled: torch.Tensor, fc_norm: Optional[nn.LayerNorm], head: nn.Linear) -> torch.Tensor:
+    """(N, D) pooled embeddings -> (N, C) logits: ``head(fc_norm(pooled))``."""
+    return head(fc_norm(pooled) if fc_norm is not None else pooled)
 
 
 class AudioClassifier(nn.Module):
     """``head(fc_norm(pool(encoder(fbank))))``.
 
     Args:
-        pooling: ``CLS_TOKEN`` (the CLS output) or ``MEAN_POOLING`` (mean of the patch outputs).
+        pooling: ``"cls"`` (the CLS output) or ``"mean"`` (mean of the patch outputs).
         use_fc_norm: LayerNorm on the pooled embedding before the head (official default).
     """
 
-    def __init__(self, encoder_cfg: EncoderConfig, num_classes: int, pooling: str = "CLS_TOKEN", use_fc_norm: bool = True):
+    def __init__(self, encoder_cfg: EncoderConfig, num_classes: int, pooling: str = "cls", use_fc_norm: bool = True):
         super().__init__()
-        if pooling not in POOLING_MODES:
-            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+        pooling = pooling_name(pooling)
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.pooling = pooling
@@ -41,14 +60,11 @@ class AudioClassifier(nn.Module):
 
     def embed(self, fbank: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(N, 1, T, M) -> (N, D) pooled clip embeddings (before fc_norm)."""
-        x = self.encoder(fbank, mask).x  # (N, 1 + K, D)
-        return x[:, 0] if self.pooling == "CLS_TOKEN" else x[:, 1:].mean(dim=1)
+        return pool(self.encoder(fbank, mask).x, self.pooling)  # (N, 1 + K, D) -> (N, D)
 
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N, C) logits."""
-        if self.fc_norm is not None:
-            pooled = self.fc_norm(pooled)
-        return self.head(pooled)
+        return classify(pooled, self.fc_norm, self.head)
 
     def forward(self, fbank: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(N, 1, T, M) normalised log-mel -> (N, C) logits; ``mask`` (N, L) drops patches."""

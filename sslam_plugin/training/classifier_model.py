@@ -23,7 +23,7 @@ from ..augment import mixup, random_patch_mask, spec_augment
 from ..checkpoints.official_names import finetuned_from_official, finetuned_to_official
 from ..config_utils import dataclass_from_dict
 from ..checkpoints import load_any
-from ..models.classifier import POOLING_MODES, AudioClassifier
+from ..models.classifier import AudioClassifier, pooling_name
 from ..models.encoder import EncoderConfig
 from .model import NO_WEIGHT_DECAY_GROUP, no_weight_decay
 from .resume import resolve_launch_path
@@ -45,7 +45,10 @@ class ClassifierModelConfig(FairseqDataclass):
     encoder: EncoderConfig = field(
         default_factory=EncoderConfig, metadata={"help": "architecture; replaced by model_path's when given"}
     )
-    prediction_mode: str = field(default="CLS_TOKEN", metadata={"help": "CLS_TOKEN or MEAN_POOLING"})
+    pooling: str = field(default="cls", metadata={"help": "clip embedding: cls (the CLS token) or mean (of the patches)"})
+    prediction_mode: Optional[str] = field(
+        default=None, metadata={"help": "the name of model.pooling before 0.2 (CLS_TOKEN or MEAN_POOLING); still read"}
+    )
     use_fc_norm: bool = field(default=True, metadata={"help": "LayerNorm on the pooled embedding"})
     linear_eval: bool = field(default=False, metadata={"help": "freeze the encoder (eval mode); train the head only"})
     drop_path_rate: float = field(default=0.1, metadata={"help": "stochastic depth of the last block when fine-tuning"})
@@ -79,10 +82,16 @@ def encoder_from_checkpoint(
 class SSLAMClassifierModel(BaseFairseqModel):
     def __init__(self, cfg: ClassifierModelConfig, encoder_cfg: EncoderConfig, num_classes: int):
         super().__init__()
-        if cfg.prediction_mode not in POOLING_MODES:
-            raise ValueError(f"model.prediction_mode must be one of {POOLING_MODES}, got {cfg.prediction_mode!r}")
+        pooling = cfg.pooling
+        if cfg.prediction_mode is not None:
+            logger.warning("model.prediction_mode=%s is now model.pooling", cfg.prediction_mode)
+            pooling = cfg.prediction_mode
+        try:
+            pooling = pooling_name(pooling)
+        except ValueError as err:
+            raise ValueError(f"model.pooling: {err}") from err
         self.cfg = cfg
-        self.classifier = AudioClassifier(encoder_cfg, num_classes, cfg.prediction_mode, cfg.use_fc_norm)
+        self.classifier = AudioClassifier(encoder_cfg, num_classes, pooling, cfg.use_fc_norm)
         if cfg.linear_eval:
             self.classifier.encoder.requires_grad_(False)
         self._set_optimizer_groups(encoder_cfg.depth)
