@@ -18,7 +18,6 @@ from sslam_plugin.training.classifier_model import (  # noqa: E402
     ClassifierModelConfig,
     SSLAMClassifierModel,
     encoder_from_checkpoint,
-    layer_id,
 )
 
 
@@ -87,10 +86,13 @@ def test_state_dict_uses_official_finetuned_layout(official_path):
 
 def test_layer_decay_scales(official_path):
     model = build(official_path, layer_decay=0.5)
-    depth = 2
-    assert layer_id("encoder.patch_embed.proj.weight", depth) == 0
-    assert layer_id("encoder.blocks.1.attn.qkv.weight", depth) == 2
-    assert layer_id("head.weight", depth) == 3
+    classifier = model.classifier  # the model declares depths and groups; depth 2
+    assert classifier.layer_depth("encoder.patch_embed.proj.weight") == 0
+    assert classifier.layer_depth("encoder.blocks.1.attn.qkv.weight") == 2
+    assert classifier.layer_depth("head.weight") == 3
+    no_decay = classifier.no_weight_decay()
+    assert {"encoder.cls_token", "encoder.input_norm.weight", "head.bias", "fc_norm.weight"} <= no_decay
+    assert not no_decay & {"head.weight", "encoder.blocks.0.attn.qkv.weight", "encoder.patch_embed.proj.weight"}
     scales = {n: p.optim_overrides["optimizer"]["lr_scale"] for n, p in model.classifier.named_parameters()}
     assert scales["head.weight"] == 1.0
     assert scales["encoder.blocks.1.attn.qkv.weight"] == 0.5

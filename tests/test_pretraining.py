@@ -75,3 +75,17 @@ def test_bad_shapes_say_what_arrived():
         model.encoder(torch.zeros(1, 1, 128, 64))
     with pytest.raises(ValueError, match="divisible by encoder.num_heads"):
         EncoderConfig(embed_dim=30, num_heads=4).validate()
+
+
+def test_the_model_declares_which_parameters_skip_weight_decay():
+    model = BootstrapPretrainer(tiny_config())
+    no_decay = model.no_weight_decay()
+    trained = dict(model.named_parameters())
+    assert no_decay <= set(trained) and not any(n.startswith("teacher.") for n in no_decay)
+    for name, param in trained.items():
+        if name.startswith("teacher."):
+            continue
+        expected = param.dim() == 1 or name == "encoder.cls_token"  # norms, biases, CLS
+        assert (name in no_decay) == expected, name
+    assert "encoder.cls_token" in no_decay and "encoder.blocks.0.attn.qkv.weight" not in no_decay
+    assert model.encoder.layer_depth("blocks.1.mlp.fc1.weight") == 2 and model.encoder.layer_depth("cls_token") == 0

@@ -5,7 +5,7 @@ Dimensions: N = clips, L = patches, D = width, C = classes.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Set
 
 import torch
 import torch.nn as nn
@@ -57,6 +57,17 @@ class AudioClassifier(nn.Module):
         self.head = nn.Linear(encoder_cfg.embed_dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
+
+    def no_weight_decay(self) -> Set[str]:
+        """Parameters trained without weight decay: the encoder's, the head's bias and fc_norm."""
+        names = {"encoder." + n for n in self.encoder.no_weight_decay()}
+        return names | {n for n, p in self.named_parameters() if not n.startswith("encoder.") and p.dim() <= 1}
+
+    def layer_depth(self, name: str) -> int:
+        """Depth for layer-wise lr decay: the encoder's, then depth + 1 for fc_norm and the head."""
+        if name.startswith("encoder."):
+            return self.encoder.layer_depth(name[len("encoder."):])
+        return self.encoder.cfg.depth + 1
 
     def embed(self, fbank: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(N, 1, T, M) -> (N, D) pooled clip embeddings (before fc_norm)."""

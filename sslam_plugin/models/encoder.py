@@ -11,7 +11,7 @@ D = width.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
@@ -136,6 +136,16 @@ class AudioEncoder(nn.Module):
         weight = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
         nn.init.normal_(self.cls_token)
+
+    # ------------------------------------------------- optimiser parameter groups
+    def no_weight_decay(self) -> Set[str]:
+        """Parameters trained without weight decay: norms, biases and the CLS token."""
+        return {name for name, p in self.named_parameters() if p.dim() <= 1 or name == "cls_token"}
+
+    def layer_depth(self, name: str) -> int:
+        """Depth of a parameter for layer-wise lr decay: front end 0, block i -> i + 1."""
+        parts = name.split(".")
+        return int(parts[1]) + 1 if parts[0] == "blocks" else 0
 
     def patch_grid(self, frames: int) -> Tuple[int, int]:
         """(time patches, frequency patches) for an input of ``frames`` frames."""

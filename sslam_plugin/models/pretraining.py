@@ -12,7 +12,7 @@ T = frames, M = mel bins, L = patches, D = width.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
@@ -77,6 +77,11 @@ class BootstrapPretrainer(nn.Module):
         self.decoder = ConvDecoder2d(cfg.decoder, cfg.encoder.embed_dim)
         self.teacher = EMATeacher(self.encoder)
         self.ema_decay = cfg.ema_decay
+
+    def no_weight_decay(self) -> Set[str]:
+        """Trained parameters without weight decay: the encoder's, and the decoder's norms and biases."""
+        names = {"encoder." + n for n in self.encoder.no_weight_decay()}
+        return names | {"decoder." + n for n, p in self.decoder.named_parameters() if p.dim() <= 1}
 
     # ----------------------------------------------------------------- teacher
     def ema_step(self, num_updates: int) -> None:

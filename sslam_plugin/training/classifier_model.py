@@ -25,12 +25,13 @@ from ..config_utils import dataclass_from_dict
 from ..checkpoints import load_any
 from ..models.classifier import AudioClassifier, pooling_name
 from ..models.encoder import EncoderConfig
-from .model import NO_WEIGHT_DECAY_GROUP, no_weight_decay
+from .model import assign_parameter_groups
 from .resume import resolve_launch_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClassifierModelConfig", "SSLAMClassifierModel", "layer_id"]
+__all__ = ["ClassifierModelConfig", "SSLAMClassifierModel"]
+
 
 @dataclass
 class ClassifierModelConfig(FairseqDataclass):
@@ -61,15 +62,6 @@ class ClassifierModelConfig(FairseqDataclass):
     patch_mask_ratio: float = field(default=0.0, metadata={"help": "fraction of patches dropped from the encoder input"})
 
 
-def layer_id(name: str, depth: int) -> int:
-    """Depth of a parameter for layer-wise lr decay: front end 0, block i -> i + 1, head depth + 1."""
-    if name.startswith("encoder.blocks."):
-        return int(name.split(".")[2]) + 1
-    if name.startswith("encoder."):
-        return 0
-    return depth + 1
-
-
 def encoder_from_checkpoint(
     path: str, use_teacher: bool, trust: bool = False
 ) -> Tuple[EncoderConfig, Dict[str, torch.Tensor]]:
@@ -97,13 +89,13 @@ class SSLAMClassifierModel(BaseFairseqModel):
         self._set_optimizer_groups(encoder_cfg.depth)
 
     def _set_optimizer_groups(self, depth: int) -> None:
+        """The groups and lr scales the classifier declares (no weight decay, layer decay)."""
+        assign_parameter_groups(self.classifier, self.classifier.no_weight_decay())
+        if self.cfg.layer_decay == 1.0:
+            return
         for name, param in self.classifier.named_parameters():
-            if not param.requires_grad:
-                continue
-            if no_weight_decay(name, param):
-                param.param_group = NO_WEIGHT_DECAY_GROUP
-            if self.cfg.layer_decay != 1.0:
-                scale = self.cfg.layer_decay ** (depth + 1 - layer_id(name, depth))
+            if param.requires_grad:
+                scale = self.cfg.layer_decay ** (depth + 1 - self.classifier.layer_depth(name))
                 param.optim_overrides = {"optimizer": {"lr_scale": scale}}
 
     @classmethod

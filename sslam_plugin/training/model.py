@@ -28,7 +28,7 @@ from ..randomness import seeded_generator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SSLAMPretrainingModelConfig", "SSLAMPretrainingModel", "NO_WEIGHT_DECAY_GROUP"]
+__all__ = ["SSLAMPretrainingModelConfig", "SSLAMPretrainingModel", "NO_WEIGHT_DECAY_GROUP", "assign_parameter_groups"]
 
 NO_WEIGHT_DECAY_GROUP = "no_weight_decay"
 
@@ -44,9 +44,14 @@ def _as_dict(cfg: Any) -> Dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg.__dict__)
 
 
-def no_weight_decay(name: str, param: torch.nn.Parameter) -> bool:
-    """Norms, biases, the CLS token (and the position buffer, which has no gradient)."""
-    return param.dim() == 1 or name.endswith(".bias") or name.endswith("cls_token")
+def assign_parameter_groups(module: torch.nn.Module, no_decay: set) -> None:
+    """Tell fairseq's composite optimizer which group each trained parameter joins.
+
+    ``no_decay``: the names the model itself declares (``module.no_weight_decay()``).
+    """
+    for name, param in module.named_parameters():
+        if param.requires_grad and name in no_decay:
+            param.param_group = NO_WEIGHT_DECAY_GROUP
 
 
 @register_model("sslam_pretraining", dataclass=SSLAMPretrainingModelConfig)
@@ -61,9 +66,7 @@ class SSLAMPretrainingModel(BaseFairseqModel):
         self.teacher_updates = 0  # the last update the teacher followed the student for
         # fairseq's composite optimizer (dynamic_groups) puts these in the
         # optimizer group of that name; the configs give it weight_decay 0.
-        for name, param in self.pretrainer.named_parameters():
-            if param.requires_grad and no_weight_decay(name, param):
-                param.param_group = NO_WEIGHT_DECAY_GROUP
+        assign_parameter_groups(self.pretrainer, self.pretrainer.no_weight_decay())
 
     @classmethod
     def build_model(cls, cfg: SSLAMPretrainingModelConfig, task=None) -> "SSLAMPretrainingModel":
