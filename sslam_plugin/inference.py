@@ -5,15 +5,7 @@ a :class:`PretrainedAudioEncoder` in eval mode; ``encoder(waveform, sample_rate)
 then gives the token sequence, and :meth:`PretrainedAudioEncoder.extract_features`
 the granularity you ask for. No fairseq is imported.
 
-Granularities (N clips, L = R * F patches: R time rows of F frequency patches, D width):
-
-* ``"all"``: (N, 1 + L, D), the CLS token then the patches, time-major;
-* ``"patch"``: (N, L, D), the patch tokens (``"frame"``, its name before 0.2, still works);
-* ``"utterance"``: (N, D), the CLS token (``utterance_pooling="cls"``, what EAT's
-  fine-tuning uses) or the mean of the patch tokens (``"mean"``);
-* ``"time"``: (N, R, D), the mean over the F frequency patches of each time row,
-  with timestamps (R,): the centre of row r, ``(P * r + P / 2) * frame_shift``
-  seconds (frames [P r, P r + P), P = 16, 10 ms apart).
+The granularities and long-clip windows are in :mod:`sslam_plugin.clips`.
 
 Waveforms go through the front end the checkpoint was trained with: 16 kHz
 Kaldi fbank, zero-padded or cropped to ``target_length`` frames, normalised.
@@ -22,17 +14,26 @@ Kaldi fbank, zero-padded or cropped to ``target_length`` frames, normalised.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .checkpoints import DTYPES, EncoderExport, HeadConfig, Label, load_any
-from .features import FbankConfig, compute_fbank, normalize_fbank, resample_to
+from .features import FbankConfig
+from .clips import (
+    GRANULARITIES,
+    ClipFeatures,
+    ClipWindows,
+    TimeFeatures,
+    as_tensor,
+    check_granularity,
+    clip_windows,
+    combine_windows,
+    row_timestamps,
+)
 from .models.classifier import classify, pool
 from .models.encoder import AudioEncoder, EncoderConfig
 
@@ -50,27 +51,7 @@ __all__ = [
     "load_encoder",
 ]
 
-GRANULARITIES = ("patch", "utterance", "all", "time")
-_RENAMED_GRANULARITIES = {"frame": "patch"}  # names before 0.2
 Waveforms = Union[torch.Tensor, np.ndarray, Sequence[Union[torch.Tensor, np.ndarray]]]
-
-
-class TimeFeatures(NamedTuple):
-    features: torch.Tensor  # (N, R, D)
-    timestamps: torch.Tensor  # (R,) seconds, centre of each patch row
-
-
-class ClipFeatures(NamedTuple):
-    """One clip's features from :meth:`PretrainedAudioEncoder.extract_clips`."""
-
-    features: torch.Tensor  # (L', D), (R', D), (D,) or (1 + L', D), by granularity
-    timestamps: Optional[torch.Tensor]  # (R',) seconds for "time", else None
-    num_frames: int  # fbank frames of the whole clip before padding or cropping
-
-
-class ClipWindows(NamedTuple):
-    fbank: torch.Tensor  # (W, target_length, M) normalised windows
-    num_frames: int  # fbank frames of the whole clip
 
 
 class Prediction(NamedTuple):
@@ -78,108 +59,6 @@ class Prediction(NamedTuple):
     label_id: str
     name: str
     score: float
-
-
-# ------------------------------------------------------------- front end
-def _as_tensor(x: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
-
-
-def clip_windows(
-    waveform: Union[torch.Tensor, np.ndarray],
-    sample_rate: int,
-    frontend: FbankConfig,
-    long_clips: str = "crop",
-) -> ClipWindows:
-    """Normalised fbank windows of one clip.
-
-    ``"crop"``: one window, the first ``target_length`` frames (zero-padded if
-    shorter), exactly what training and :meth:`extract_features` use.
-    ``"windows"``: consecutive non-overlapping windows covering the whole clip,
-    the last one zero-padded.
-
-    Args:
-        waveform: (time,) mono waveform at ``sample_rate``.
-
-    Returns:
-        fbank (W, target_length, M) and the clip's frame count.
-    """
-    if long_clips not in ("crop", "windows"):
-        raise ValueError(f"long_clips must be 'crop' or 'windows', got {long_clips!r}")
-    wav = _as_tensor(waveform).float()
-    if wav.dim() != 1:
-        raise ValueError(f"expected a mono (time,) waveform, got shape {tuple(wav.shape)}")
-    fbank = compute_fbank(resample_to(wav, sample_rate), frontend)  # (frames, M)
-    frames, t = fbank.shape[0], frontend.target_length
-    count = max(1, math.ceil(frames / t)) if long_clips == "windows" else 1
-    padded = F.pad(fbank[: count * t], (0, 0, 0, max(0, count * t - frames)))  # (W * T, M)
-    windows = normalize_fbank(padded, frontend.norm_mean, frontend.norm_std).view(count, t, -1)  # -> (W, T, M)
-    return ClipWindows(windows, frames)
-
-
-def combine_windows(
-    tokens: torch.Tensor,
-    num_frames: int,
-    granularity: str,
-    patch_size: int,
-    freq_patches: int,
-    frame_shift_ms: float,
-    utterance_pooling: str = "cls",
-    trim_padding: bool = True,
-) -> ClipFeatures:
-    """One clip's features from the encoder outputs of its windows.
-
-    Args:
-        tokens: (W, 1 + R * F, D) encoder outputs of the clip's W windows, in order.
-        num_frames: the clip's real frame count; with ``trim_padding`` the rows
-            holding only padding (after the clip's end) are dropped.
-
-    Returns:
-        "patch": (sum of rows * F, D); "time": (total rows, D) with timestamps;
-        "utterance": (D,), the mean over windows of CLS (or of the kept patch
-        tokens for ``utterance_pooling="mean"``); "all": (1 + rows * F, D),
-        one window only.
-    """
-    granularity = _check_granularity(granularity, utterance_pooling)
-    w, s, d = tokens.shape
-    rows = (s - 1) // freq_patches
-    window_frames = rows * patch_size
-    if granularity == "all" and w > 1:
-        raise ValueError(
-            "granularity 'all' (CLS + patches) is per window; with long_clips='windows' use 'patch', 'time' or 'utterance'"
-        )
-    if granularity == "utterance" and utterance_pooling == "cls":
-        return ClipFeatures(tokens[:, 0].mean(dim=0), None, num_frames)
-    grid = tokens[:, 1:].reshape(w, rows, freq_patches, d)  # (W, 1 + R * F, D) -> (W, R, F, D)
-    kept = []
-    for i in range(w):
-        valid = min(window_frames, max(num_frames - i * window_frames, 1))
-        kept.append(grid[i, : math.ceil(valid / patch_size)] if trim_padding else grid[i])
-    grid = torch.cat(kept, dim=0)  # (total rows, F, D)
-    if granularity == "patch":
-        return ClipFeatures(grid.reshape(-1, d), None, num_frames)  # -> (rows * F, D)
-    if granularity == "utterance":
-        return ClipFeatures(grid.reshape(-1, d).mean(dim=0), None, num_frames)
-    if granularity == "time":
-        return ClipFeatures(grid.mean(dim=1), row_timestamps(grid.shape[0], patch_size, frame_shift_ms), num_frames)
-    return ClipFeatures(torch.cat([tokens[0, :1], grid.reshape(-1, d)], dim=0), None, num_frames)  # "all"
-
-
-def row_timestamps(rows: int, patch_size: int, frame_shift_ms: float) -> torch.Tensor:
-    """(rows,) centre of each patch row in seconds: frames [P r, P r + P) at ``frame_shift_ms``."""
-    return (torch.arange(rows, dtype=torch.float64) * patch_size + patch_size / 2) * (frame_shift_ms / 1000.0)
-
-
-def _check_granularity(granularity: str, utterance_pooling: str) -> str:
-    """The granularity's current name (old names are accepted with a warning)."""
-    if granularity in _RENAMED_GRANULARITIES:
-        logger.warning("granularity %r is now called %r", granularity, _RENAMED_GRANULARITIES[granularity])
-        granularity = _RENAMED_GRANULARITIES[granularity]
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    if utterance_pooling not in ("cls", "mean"):
-        raise ValueError(f"utterance_pooling must be 'cls' or 'mean', got {utterance_pooling!r}")
-    return granularity
 
 
 # ------------------------------------------------------------------ model
@@ -243,20 +122,20 @@ class PretrainedAudioEncoder(nn.Module):
     @staticmethod
     def _clip_list(waveforms: Waveforms) -> List[torch.Tensor]:
         if isinstance(waveforms, (torch.Tensor, np.ndarray)):
-            wav = _as_tensor(waveforms)
+            wav = as_tensor(waveforms)
             if wav.dim() == 1:
                 return [wav]
             if wav.dim() == 2:
                 return list(wav)
             raise ValueError(f"expected a (time,) or (batch, time) waveform, got shape {tuple(wav.shape)}")
-        return [_as_tensor(w) for w in waveforms]
+        return [as_tensor(w) for w in waveforms]
 
     def _to_fbank(self, x: Waveforms, sample_rate: Optional[int]) -> torch.Tensor:
         if sample_rate is not None:
             return self.fbank(x, sample_rate)
         if not isinstance(x, (torch.Tensor, np.ndarray)):
             raise ValueError("pass sample_rate with waveforms; without it the input is read as fbank features")
-        fbank = _as_tensor(x)
+        fbank = as_tensor(x)
         if fbank.dim() == 2:
             fbank = fbank.unsqueeze(0)  # (T, M) -> (1, T, M)
         if fbank.dim() == 4 and fbank.shape[1] == 1:
@@ -295,7 +174,7 @@ class PretrainedAudioEncoder(nn.Module):
                 or "time" -> :class:`TimeFeatures` ((N, R, D), (R,) seconds).
             utterance_pooling: "cls" (token 0) or "mean" (mean of the patch tokens).
         """
-        granularity = _check_granularity(granularity, utterance_pooling)
+        granularity = check_granularity(granularity, utterance_pooling)
         tokens = self.encode(self._to_fbank(waveform_or_fbank, sample_rate))  # (N, 1 + L, D)
         if granularity == "all":
             return tokens
@@ -346,7 +225,7 @@ class PretrainedAudioEncoder(nn.Module):
         batch_size: int = 8,
     ) -> List[ClipFeatures]:
         """Encode prepared :class:`ClipWindows` in batches and combine each clip's windows."""
-        granularity = _check_granularity(granularity, utterance_pooling)
+        granularity = check_granularity(granularity, utterance_pooling)
         if not windows:
             return []
         stacked = torch.cat([w.fbank for w in windows])  # (sum W, T, M)

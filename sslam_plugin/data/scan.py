@@ -70,13 +70,13 @@ PathLike = Union[str, Path]
 class AudioHeader:
     """What a file's header says."""
 
-    frames: int
+    num_samples: int  # per channel (soundfile calls them frames; here a frame is a 10 ms fbank frame)
     sample_rate: int
     channels: int
 
     @property
     def seconds(self) -> float:
-        return self.frames / self.sample_rate
+        return self.num_samples / self.sample_rate
 
 
 HeaderOrReason = Union[AudioHeader, str]
@@ -104,7 +104,7 @@ def probe_header(path: str) -> HeaderOrReason:
     except Exception as err:  # libsndfile reports bad files through several exception types
         detail = getattr(err, "error_string", None) or str(err).replace(f"'{path}'", "").replace(str(path), "")
         return f"{REJECT_UNREADABLE}: {' '.join(detail.split()).strip(' :') or type(err).__name__}"
-    if header.frames <= 0:
+    if header.num_samples <= 0:
         return f"{REJECT_NO_SAMPLES}: header says 0 frames"
     if header.sample_rate <= 0 or header.channels <= 0:
         return f"{REJECT_UNREADABLE}: invalid header ({header.sample_rate} Hz, {header.channels} channels)"
@@ -317,7 +317,7 @@ def prepare_manifest(
             rejected.append((rel, f"{REJECT_TOO_LONG}: {seconds:.3f} s > --max-seconds {max_seconds:g}"))
             continue
         split = "valid" if is_valid_clip(rel, seed, valid_fraction) else "train"
-        splits[split].append((rel, header.frames))
+        splits[split].append((rel, header.num_samples))
         hours[split] += seconds / 3600.0
 
     dest.mkdir(parents=True, exist_ok=True)

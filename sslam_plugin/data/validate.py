@@ -91,10 +91,10 @@ def check_clip(args: Tuple[str, int, bool]) -> Tuple[Optional[AudioHeader], List
         return None, [("error", header)]
     problems: List[Tuple[str, str]] = []
     if header.seconds < MIN_SECONDS:
-        problems.append(("error", f"too short: {header.frames} samples, under one 25 ms analysis window"))
-    if header.frames != expected:
+        problems.append(("error", f"too short: {header.num_samples} samples, under one 25 ms analysis window"))
+    if header.num_samples != expected:
         problems.append(
-            ("warning", f"length mismatch: the manifest says {expected} samples, the header {header.frames}")
+            ("warning", f"length mismatch: the manifest says {expected} samples, the header {header.num_samples}")
         )
     if decode:
         try:

@@ -127,7 +127,7 @@ def write_label_manifests(
                     rejected[clip.path] = header
                 else:
                     kept.append((clip, header))
-            write_manifest(out / f"{split}.tsv", root, ((c.path, h.frames) for c, h in kept))
+            write_manifest(out / f"{split}.tsv", root, ((c.path, h.num_samples) for c, h in kept))
             write_labels(out / f"{split}.lbl", (c for c, _ in kept))
             if split in dataset.weight_splits:
                 write_sampling_weights(out / f"{split}_weights.csv", sampling_weights([c.labels for c, _ in kept]))
