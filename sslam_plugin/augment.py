@@ -1,15 +1,16 @@
-"""Training-time augmentations for fine-tuning on normalised log-mel inputs.
+"""Training-time augmentations for fine-tuning on normalised log-mel inputs, and the policy combining them.
 
 Dimensions: B = clips, T = frames, M = mel bins, C = classes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["mixup", "spec_augment", "random_patch_mask"]
+__all__ = ["mixup", "spec_augment", "random_patch_mask", "AugmentationPolicy"]
 
 
 def mixup(fbank: torch.Tensor, targets: torch.Tensor, alpha: float) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -70,3 +71,38 @@ def random_patch_mask(
     mask = torch.zeros(clips, patches, dtype=torch.bool)
     mask.scatter_(1, order[:, :drop], True)
     return mask
+
+
+@dataclass
+class AugmentationPolicy:
+    """What fine-tuning does to a training batch (each part off at 0).
+
+    Attributes:
+        specaug_ratio: SpecAugment widths up to ratio * mel bins and ratio * frames.
+        mixup_alpha: mixup Beta(alpha, alpha); mixup_prob: chance that a batch is mixed.
+        patch_mask_ratio: fraction of patches dropped from the encoder input.
+    """
+
+    specaug_ratio: float = 0.0
+    mixup_alpha: float = 0.0
+    mixup_prob: float = 1.0
+    patch_mask_ratio: float = 0.0
+
+    def apply(
+        self, fbank: torch.Tensor, targets: Optional[torch.Tensor], patches: int
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Augment a training batch.
+
+        Args:
+            fbank: (B, 1, T, M); targets: (B, C) or None; patches: L, patches per clip.
+
+        Returns:
+            fbank (B, 1, T, M), targets (B, C) (mixed with the inputs under mixup),
+            and a patch mask (B, L) bool, True = dropped, or None.
+        """
+        if self.specaug_ratio > 0:
+            fbank = spec_augment(fbank, int(fbank.shape[3] * self.specaug_ratio), int(fbank.shape[2] * self.specaug_ratio))
+        if targets is not None and self.mixup_alpha > 0 and float(torch.rand(())) < self.mixup_prob:
+            fbank, targets = mixup(fbank, targets, self.mixup_alpha)
+        mask = random_patch_mask(fbank.shape[0], patches, self.patch_mask_ratio)
+        return fbank, targets, mask.to(fbank.device) if mask is not None else None

@@ -38,3 +38,17 @@ def test_patch_mask_drops_the_same_count_per_clip():
     assert random_patch_mask(5, 64, 0.0) is None
 
 
+
+
+def test_policy_off_leaves_the_batch_and_on_applies_each_part():
+    from sslam_plugin.augment import AugmentationPolicy
+
+    x = torch.randn(4, 1, 32, 16)
+    y = torch.eye(4)
+    same_x, same_y, mask = AugmentationPolicy().apply(x, y, patches=8)
+    assert torch.equal(same_x, x) and torch.equal(same_y, y) and mask is None
+    torch.manual_seed(0)
+    aug_x, aug_y, mask = AugmentationPolicy(specaug_ratio=0.5, mixup_alpha=1.0, patch_mask_ratio=0.25).apply(x, y, patches=8)
+    assert mask.shape == (4, 8) and (mask.sum(dim=1) == 2).all()
+    assert not torch.equal(aug_y, y) and torch.allclose(aug_y.sum(dim=1), torch.ones(4))  # mixed one-hot targets
+    assert not torch.equal(aug_x, x)

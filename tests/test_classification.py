@@ -138,13 +138,13 @@ def test_roll_shifts_training_clips_in_time_reproducibly(demo_data):
     """task.roll_aug: each training clip circularly shifted, from (seed, epoch, index)."""
     from sslam_plugin.data import read_manifest
     from sslam_plugin.features import FbankConfig
-    from sslam_plugin.training.classification_task import LabelledFbankDataset
+    from sslam_plugin.data.labelled import LabelledClips
 
     manifest = read_manifest(demo_data / "data" / "manifests" / "train.tsv")
     labels = [[0]] * len(manifest)
     fbank = FbankConfig(target_length=128)
-    plain = LabelledFbankDataset(manifest, labels, 10, fbank, training=True, roll=False, seed=5)
-    rolled = LabelledFbankDataset(manifest, labels, 10, fbank, training=True, roll=True, seed=5)
+    plain = LabelledClips(manifest, labels, 10, fbank, training=True, roll=False, seed=5)
+    rolled = LabelledClips(manifest, labels, 10, fbank, training=True, roll=True, seed=5)
 
     def shift_of(index: int) -> int:
         x, y = plain[index]["source"][0], rolled[index]["source"][0]  # (T, M)

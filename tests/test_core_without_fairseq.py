@@ -20,7 +20,8 @@ SCRIPT = textwrap.dedent(
     import sslam_plugin
     from sslam_plugin import features, masking, mixing, randomness, checkpoints, data
     from sslam_plugin.checkpoints import official_names
-    from sslam_plugin.data import scan, converters, robust, validate, parallel
+    from sslam_plugin.data import scan, converters, robust, validate, parallel, labelled
+    from sslam_plugin.augment import AugmentationPolicy
     from sslam_plugin.models import BootstrapPretrainer, PretrainingConfig, EncoderConfig, DecoderConfig
     cfg = PretrainingConfig(encoder=EncoderConfig(embed_dim=32, depth=1, num_heads=2),
                             decoder=DecoderConfig(dim=32, layers=1, groups=4), clone_batch=1)

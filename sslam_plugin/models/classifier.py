@@ -44,9 +44,18 @@ class AudioClassifier(nn.Module):
     Args:
         pooling: ``"cls"`` (the CLS output) or ``"mean"`` (mean of the patch outputs).
         use_fc_norm: LayerNorm on the pooled embedding before the head (official default).
+        freeze_encoder: linear evaluation: the encoder is not trained, stays in
+            eval mode (no dropout, no stochastic depth) and runs without gradients.
     """
 
-    def __init__(self, encoder_cfg: EncoderConfig, num_classes: int, pooling: str = "cls", use_fc_norm: bool = True):
+    def __init__(
+        self,
+        encoder_cfg: EncoderConfig,
+        num_classes: int,
+        pooling: str = "cls",
+        use_fc_norm: bool = True,
+        freeze_encoder: bool = False,
+    ):
         super().__init__()
         pooling = pooling_name(pooling)
         if num_classes < 1:
@@ -57,6 +66,15 @@ class AudioClassifier(nn.Module):
         self.head = nn.Linear(encoder_cfg.embed_dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
+        self.freeze_encoder = freeze_encoder
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "AudioClassifier":
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()
+        return self
 
     def no_weight_decay(self) -> Set[str]:
         """Parameters trained without weight decay: the encoder's, the head's bias and fc_norm."""
@@ -71,7 +89,8 @@ class AudioClassifier(nn.Module):
 
     def embed(self, fbank: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(N, 1, T, M) -> (N, D) pooled clip embeddings (before fc_norm)."""
-        return pool(self.encoder(fbank, mask).x, self.pooling)  # (N, 1 + K, D) -> (N, D)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+            return pool(self.encoder(fbank, mask).x, self.pooling)  # (N, 1 + K, D) -> (N, D)
 
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N, C) logits."""

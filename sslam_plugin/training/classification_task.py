@@ -1,9 +1,7 @@
 """The registered classification task: labelled manifests for fine-tuning and linear evaluation.
 
-Data folder: ``{split}.tsv`` (fairseq audio manifest), ``{split}.lbl``
-(``clip_id<TAB>label1,label2``) and ``label_descriptors.csv``
-(``index,label_id,display_name``). Optional per-clip sampling weights (one
-float per line, in ``train.tsv`` order) draw ``num_samples`` clips per epoch.
+The data folder's layout and the dataset are :mod:`sslam_plugin.data.labelled`;
+this module wires them to fairseq and checks the label order of resumed runs.
 """
 
 from __future__ import annotations
@@ -14,15 +12,14 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
-import torch
 from fairseq.data import FairseqDataset
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import register_task
 from omegaconf import MISSING
 
-from ..data import LabelSet, labels_for_files, multi_hot, read_clip_labels, read_label_descriptors, read_manifest
-from ..data.robust import RobustClipReader, preflight_check
-from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FbankConfig
+from ..data import LabelSet, read_label_descriptors
+from ..data.labelled import LabelledClips, load_labelled_split
+from ..features import AUDIOSET_MEAN, AUDIOSET_STD
 from .resume import resolve_launch_path
 from .task import FbankTask
 
@@ -32,63 +29,27 @@ __all__ = ["ClassificationTaskConfig", "SSLAMClassificationTask", "LabelledFbank
 
 
 class LabelledFbankDataset(FairseqDataset):
-    """Items: ``source`` (1, T, M) features and ``target`` (C,) multi-hot labels.
+    """:class:`~sslam_plugin.data.labelled.LabelledClips` as a fairseq dataset."""
 
-    Unreadable clips never stop a run (``sslam_plugin.data.robust``): in
-    training another clip is used with its own labels; in validation the clip
-    is scored as silence with its labels kept, so the split stays the same.
-    """
-
-    def __init__(
-        self,
-        manifest,
-        labels: List[List[int]],
-        num_classes: int,
-        fbank: FbankConfig,
-        training: bool,
-        roll: bool = False,
-        seed: int = 1,
-    ):
+    def __init__(self, clips: LabelledClips):
         super().__init__()
-        self.labels = labels
-        self.num_classes = num_classes
-        self.roll = roll
-        self.seed = seed
-        self.epoch = 1
-        self.sample_weights: Optional[np.ndarray] = None
-        self.num_samples = 0
-        self.reader = RobustClipReader(manifest, fbank, seed=seed, policy="substitute" if training else "silence")
+        self.clips = clips
 
     def __len__(self) -> int:
-        return len(self.reader)
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        return self.clips[index]
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.clips.set_epoch(epoch)
 
     @property
     def can_reuse_epoch_itr_across_epochs(self) -> bool:
-        return self.sample_weights is None and not self.roll
-
-    def __getitem__(self, index: int) -> Dict[str, object]:
-        read = self.reader.read(index)
-        fbank = read.features  # (T, M)
-        if self.roll:  # a circular time shift, reproducible from (seed, epoch, index)
-            shift = np.random.default_rng([self.seed, self.epoch, index]).integers(0, fbank.shape[0])
-            fbank = torch.roll(fbank, int(shift), dims=0)
-        return {
-            "id": index,
-            "source": fbank.unsqueeze(0),
-            "target": multi_hot(self.labels[read.index], self.num_classes),
-        }
+        return self.clips.sample_weights is None and not self.clips.roll
 
     def collater(self, samples: List[Dict[str, object]]) -> Dict[str, object]:
-        if not samples:
-            return {}
-        return {
-            "id": torch.tensor([s["id"] for s in samples], dtype=torch.long),
-            "net_input": {"source": torch.stack([s["source"] for s in samples])},  # (B, 1, T, M)
-            "target": torch.stack([s["target"] for s in samples]),  # (B, C)
-        }
+        return self.clips.collate(samples)
 
     def num_tokens(self, index: int) -> int:
         return 1
@@ -97,11 +58,7 @@ class LabelledFbankDataset(FairseqDataset):
         return 1
 
     def ordered_indices(self) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        if self.sample_weights is None:
-            return np.arange(len(self))
-        p = self.sample_weights / self.sample_weights.sum()
-        return rng.choice(len(self), size=self.num_samples, replace=True, p=p)
+        return self.clips.order()
 
 
 @dataclass
@@ -144,25 +101,20 @@ class SSLAMClassificationTask(FbankTask):
         self.datasets[split] = self.labelled_dataset(split, training=split == "train")
 
     def labelled_dataset(self, split: str, training: bool = False) -> LabelledFbankDataset:
-        manifest_path = os.path.join(self.cfg.data, f"{split}.tsv")
-        manifest = read_manifest(manifest_path)
-        lbl_path = os.path.join(self.cfg.data, f"{split}.lbl")
-        labels = labels_for_files(manifest.files, read_clip_labels(lbl_path, self.labels), lbl_path)
-        if not self.cfg.multilabel and any(len(lab) != 1 for lab in labels):
-            raise ValueError(f"{split}.lbl: task.multilabel=false needs exactly one label per clip")
-        preflight_check(manifest, self.fbank_config())
-        dataset = LabelledFbankDataset(
-            manifest, labels, self.num_classes, self.fbank_config(), training, self.cfg.roll_aug and training, self.cfg.seed
+        weights = self.cfg.weights_file if training else None
+        clips = load_labelled_split(
+            self.cfg.data,
+            split,
+            self.labels,
+            self.fbank_config(),
+            multilabel=self.cfg.multilabel,
+            training=training,
+            roll=self.cfg.roll_aug,
+            seed=self.cfg.seed,
+            weights_file=resolve_launch_path(weights) if weights else None,
+            num_samples=self.cfg.num_samples,
         )
-        if training and self.cfg.weights_file:
-            weights = np.loadtxt(resolve_launch_path(self.cfg.weights_file), dtype=np.float64, ndmin=1)
-            if len(weights) != len(manifest):
-                raise ValueError(
-                    f"task.weights_file has {len(weights)} weights for {len(manifest)} clips in {manifest_path}"
-                )
-            dataset.sample_weights, dataset.num_samples = weights, self.cfg.num_samples
-        logger.info("%s: %d labelled clips", split, len(manifest))
-        return dataset
+        return LabelledFbankDataset(clips)
 
     def state_dict(self) -> Dict[str, object]:
         # saved in every checkpoint: exports and inference show label names

@@ -19,7 +19,7 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..augment import mixup, random_patch_mask, spec_augment
+from ..augment import AugmentationPolicy
 from ..checkpoints.official_names import finetuned_from_official, finetuned_to_official
 from ..config_utils import dataclass_from_dict
 from ..checkpoints import load_any
@@ -83,9 +83,8 @@ class SSLAMClassifierModel(BaseFairseqModel):
         except ValueError as err:
             raise ValueError(f"model.pooling: {err}") from err
         self.cfg = cfg
-        self.classifier = AudioClassifier(encoder_cfg, num_classes, pooling, cfg.use_fc_norm)
-        if cfg.linear_eval:
-            self.classifier.encoder.requires_grad_(False)
+        self.classifier = AudioClassifier(encoder_cfg, num_classes, pooling, cfg.use_fc_norm, freeze_encoder=cfg.linear_eval)
+        self.augmentation = AugmentationPolicy(cfg.specaug_ratio, cfg.mixup_alpha, cfg.mixup_prob, cfg.patch_mask_ratio)
         self._set_optimizer_groups(encoder_cfg.depth)
 
     def _set_optimizer_groups(self, depth: int) -> None:
@@ -117,37 +116,13 @@ class SSLAMClassifierModel(BaseFairseqModel):
             logger.info("encoder weights from %s (%s)", cfg.model_path, "teacher" if cfg.use_teacher else "student")
         return model
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.cfg.linear_eval:
-            self.classifier.encoder.eval()  # frozen: no dropout, no stochastic depth
-        return self
-
     def forward(self, source: torch.Tensor, target: Optional[torch.Tensor] = None, **unused) -> Dict[str, Any]:
         """(B, 1, T, M) -> {"logits": (B, C), "target": (B, C) after mixup}."""
-        if self.training:
-            source, target = self.augment(source, target)
         mask = None
-        if self.training and self.cfg.patch_mask_ratio > 0:
+        if self.training:
             rows, cols = self.classifier.encoder.patch_grid(source.shape[2])
-            mask = random_patch_mask(source.shape[0], rows * cols, self.cfg.patch_mask_ratio)
-            mask = mask.to(source.device) if mask is not None else None
-        if self.cfg.linear_eval:
-            with torch.no_grad():
-                pooled = self.classifier.embed(source, mask)
-            logits = self.classifier.classify(pooled)
-        else:
-            logits = self.classifier(source, mask)
-        return {"logits": logits, "target": target}
-
-    def augment(self, source: torch.Tensor, target: Optional[torch.Tensor]):
-        if self.cfg.specaug_ratio > 0:
-            source = spec_augment(
-                source, int(source.shape[3] * self.cfg.specaug_ratio), int(source.shape[2] * self.cfg.specaug_ratio)
-            )
-        if target is not None and self.cfg.mixup_alpha > 0 and float(torch.rand(())) < self.cfg.mixup_prob:
-            source, target = mixup(source, target, self.cfg.mixup_alpha)
-        return source, target
+            source, target, mask = self.augmentation.apply(source, target, rows * cols)
+        return {"logits": self.classifier(source, mask), "target": target}
 
     # --------------------------------------------------------- checkpoint names
     def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
