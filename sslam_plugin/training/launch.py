@@ -284,6 +284,7 @@ def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> None:
         or cfg.common.model_parallel_size > 1
         or dist_cfg.distributed_init_method is not None  # the user chose how processes meet
     ):
+        prepare_run(cfg, dist_cfg.distributed_world_size)
         return original("call_main")(cfg, main, **kwargs)
     cpu = _use_cpu(cfg)
     topology = infer_topology(
