@@ -269,7 +269,11 @@ def run_rank(index: int, main: Callable[..., Any], cfg: Any, kwargs: Dict[str, A
             cfg.distributed_training.distributed_rank = first_rank + index
             distributed_utils.distributed_main(index, main, cfg, kwargs)
     finally:
+        # Threads left running at interpreter exit (a prefetch thread, the process
+        # group's) abort the process; fairseq leaves both.
         close_all_batch_iterators()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> None:
