@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 OPERATIONS = ("max", "mean")
 PARTNERS = ("previous", "derangement")
 WINDOW_MODES = ("batch", "clip")
+WINDOW_SAMPLERS = ("public", "uniform")
 
 
 @dataclass
@@ -48,6 +49,13 @@ class MixingConfig:
     operation: str = field(default="max", metadata={"help": "max (element-wise) or mean (average of mel power)"})
     partner: str = field(default="previous", metadata={"help": "previous clip in the batch, or a random derangement"})
     windows_per: str = field(default="batch", metadata={"help": "draw windows once per batch, or per clip"})
+    window_sampler: str = field(
+        default="public",
+        metadata={
+            "help": "public: the public SSLAM code's rule (two windows: the first in the first half, the "
+            "second after it); uniform: uniform over all non-overlapping placements"
+        },
+    )
     seed: int = field(default=1, metadata={"help": "seed of the model's window/partner generator"})
     norm_mean: float = field(default=-4.268, metadata={"help": "input normalisation mean (set from the task)"})
     norm_std: float = field(default=4.569, metadata={"help": "input normalisation std (set from the task)"})
@@ -59,6 +67,8 @@ class MixingConfig:
             raise ValueError(f"mixing.partner must be one of {PARTNERS}, got {self.partner!r}")
         if self.windows_per not in WINDOW_MODES:
             raise ValueError(f"mixing.windows_per must be one of {WINDOW_MODES}, got {self.windows_per!r}")
+        if self.window_sampler not in WINDOW_SAMPLERS:
+            raise ValueError(f"mixing.window_sampler must be one of {WINDOW_SAMPLERS}, got {self.window_sampler!r}")
         if self.num_unmixed_windows < 0:
             raise ValueError(f"mixing.num_unmixed_windows must be >= 0, got {self.num_unmixed_windows}")
         if self.unmixed_window_frames <= 0 or self.unmixed_window_frames % patch_size:
@@ -104,8 +114,18 @@ def sample_unmixed_windows(
     window_rows: int,
     count: int = 1,
     generator: Optional[torch.Generator] = None,
+    sampler: str = "uniform",
 ) -> torch.Tensor:
-    """Non-overlapping windows of whole patch rows, uniform over all placements.
+    """Non-overlapping windows of whole patch rows.
+
+    ``"uniform"``: uniform over all placements. ``"public"``: the public SSLAM
+    code's rule, which at its shape (64 rows, two windows of 15) draws the first
+    start uniformly from rows 0..31 (frames 0, 16, ..., 496) and the second
+    uniformly from start1 + 15 .. 48 (frames below 783). Its generalisation to
+    R rows and windows of w rows: the first start uniform on
+    0 .. min(R // 2, R - 2w) - 1, the second on start1 + w .. R - w - 1
+    (the public bound leaves the last placement out; kept). Other window
+    counts, or shapes where that rule has no room, use ``"uniform"``.
 
     Args:
         rows: patch rows in a clip.
@@ -117,12 +137,26 @@ def sample_unmixed_windows(
     free = rows - num_windows * window_rows
     if free < 0:
         raise ValueError(f"{num_windows} windows of {window_rows} rows do not fit in {rows} rows")
+    if sampler == "public" and num_windows == 2 and min(rows // 2, rows - 2 * window_rows) >= 1:
+        return _public_windows(rows, window_rows, count, generator)
+    if sampler not in WINDOW_SAMPLERS:
+        raise ValueError(f"unknown window sampler {sampler!r}")
     # Choose num_windows distinct slots among free + num_windows; slot j of the
     # sorted choice becomes a window preceded by (slot - j) free rows.
     scores = torch.rand(count, free + num_windows, generator=generator)
     slots = scores.argsort(dim=1)[:, :num_windows].sort(dim=1).values  # (count, W)
     offsets = torch.arange(num_windows) * (window_rows - 1)
     return slots + offsets
+
+
+def _public_windows(rows: int, window_rows: int, count: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """(count, 2) start rows by the public rule (see :func:`sample_unmixed_windows`)."""
+    first_choices = min(rows // 2, rows - 2 * window_rows)
+    first = torch.randint(0, first_choices, (count,), generator=generator)
+    last_start = rows - window_rows - 1  # inclusive
+    second_choices = last_start - (first + window_rows) + 1  # >= 1 by the bound on first
+    second = first + window_rows + (torch.rand(count, generator=generator) * second_choices).long()
+    return torch.stack([first, second], dim=1)
 
 
 def unmixed_rows(windows: torch.Tensor, window_frames: int, patch_size: int, rows: int) -> torch.Tensor:

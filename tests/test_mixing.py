@@ -90,3 +90,33 @@ def test_config_validation_names_the_key():
         MixingConfig(operation="sum").validate(16)
     with pytest.raises(ValueError, match="mixing.unmixed_window_frames"):
         MixingConfig(unmixed_window_frames=100).validate(16)
+
+
+def test_public_window_sampler_follows_the_public_rule_at_the_paper_shape():
+    """start1 uniform on frames {0, 16, ..., 496}; start2 uniform on {start1 + 240, ...} below 783."""
+    draws = 64000
+    starts = sample_unmixed_windows(64, 2, 15, count=draws, generator=torch.Generator().manual_seed(0), sampler="public")
+    frames = starts * 16
+    first, second = frames[:, 0], frames[:, 1]
+    assert set(first.unique().tolist()) == set(range(0, 497, 16))
+    for s1 in (0, 256, 496):
+        allowed = set(range(s1 + 240, 783, 16))
+        assert set(second[first == s1].unique().tolist()) == allowed
+    # uniform: chi-square of start1 over its 32 values, and of start2 given start1 = 0 over its 34
+    counts = torch.bincount(starts[:, 0], minlength=32).double()
+    expected = draws / 32
+    assert float(((counts - expected) ** 2 / expected).sum()) < 61.1  # chi2(31) at p = 0.001
+    given = starts[starts[:, 0] == 0, 1] - 15
+    counts = torch.bincount(given, minlength=34).double()
+    expected = given.numel() / 34
+    assert float(((counts - expected) ** 2 / expected).sum()) < 63.9  # chi2(33) at p = 0.001
+    uniform = sample_unmixed_windows(64, 2, 15, count=draws, generator=torch.Generator().manual_seed(0), sampler="uniform")
+    assert (uniform[:, 0] > 31).any()  # the uniform sampler also places the first window late
+
+
+@pytest.mark.parametrize("rows, length", [(64, 15), (16, 4), (16, 7), (8, 3), (10, 5)])
+def test_public_window_sampler_invariants_at_other_shapes(rows, length):
+    starts = sample_unmixed_windows(rows, 2, length, count=500, generator=torch.Generator().manual_seed(1), sampler="public")
+    assert (starts >= 0).all() and (starts + length <= rows).all()
+    assert (starts[:, 1] - starts[:, 0] >= length).all()
+    assert (starts[:, 0] < rows // 2).all() or rows - 2 * length < 1

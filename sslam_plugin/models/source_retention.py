@@ -103,7 +103,9 @@ class SourceRetentionPretrainer(BootstrapPretrainer):
             )
             self._warned_short = True
         count = clips if self.mixing.windows_per == "clip" else 1
-        starts = sample_unmixed_windows(rows, self.mixing.num_unmixed_windows, window_rows, count, generator)
+        starts = sample_unmixed_windows(
+            rows, self.mixing.num_unmixed_windows, window_rows, count, generator, self.mixing.window_sampler
+        )
         partners = partner_indices(clips, self.mixing.partner, generator)
         return MixingPlan(partners, starts * patch, window_rows * patch)
 
