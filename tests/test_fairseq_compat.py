@@ -55,6 +55,9 @@ def _two_ranks(rank: int, port: int, out_dir: str) -> None:
         Path(out_dir) / f"rank{rank}.pt",
     )
     dist.destroy_process_group()
+    from sslam_plugin.training.launch import exit_now
+
+    exit_now(0)  # as the launcher's ranks do: gloo's teardown at interpreter exit can abort
 
 
 def test_broadcast_gather_ddp_and_stop_agreement_on_gloo(tmp_path):

@@ -41,6 +41,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
@@ -227,6 +228,8 @@ def prepare_run(cfg: Any, world_size: int) -> None:
     if "model" in cfg and cfg.model.get("model_path"):
         cfg.model.model_path = resolve_launch_path(cfg.model.model_path)
     choose_checkpoint(cfg)
+    if "task" in cfg and "failed_clips_dir" in cfg.task and not cfg.task.failed_clips_dir:
+        cfg.task.failed_clips_dir = cfg.checkpoint.save_dir  # failed_clips.tsv beside the checkpoints
     keep_effective_batch(cfg, world_size)
     os.environ[LAUNCHED_ENV] = "1"  # inherited by the processes started below
 
@@ -252,8 +255,16 @@ def _forward_stop_signals(pids: Callable[[], List[int]]) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_rank(index: int, main: Callable[..., Any], cfg: Any, kwargs: Dict[str, Any], first_rank: int) -> None:
-    """One training process: rank ``first_rank + index`` on device ``index`` of its node."""
+def run_rank(
+    index: int, main: Callable[..., Any], cfg: Any, kwargs: Dict[str, Any], first_rank: int, spawned: bool = False
+) -> None:
+    """One training process: rank ``first_rank + index`` on device ``index`` of its node.
+
+    ``spawned``: this is a process the launcher started; it leaves with
+    ``os._exit`` once training is done and everything is flushed, because the
+    interpreter's own teardown of gloo/DDP objects aborts it now and then
+    ("terminate called without an active exception") after a finished run.
+    """
     from fairseq.distributed import utils as distributed_utils
 
     from .data_loading import close_all_batch_iterators
@@ -274,6 +285,17 @@ def run_rank(index: int, main: Callable[..., Any], cfg: Any, kwargs: Dict[str, A
         close_all_batch_iterators()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+    if spawned:
+        exit_now(0)
+
+
+def exit_now(status: int) -> None:
+    """Flush logs and standard streams, then end the process without interpreter teardown."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> None:
@@ -319,7 +341,7 @@ def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> None:
     else:
         context = torch.multiprocessing.start_processes(
             run_rank,
-            args=(main, cfg, kwargs, topology.first_rank),
+            args=(main, cfg, kwargs, topology.first_rank, True),
             nprocs=topology.local_processes,
             join=False,
             start_method="spawn",

@@ -21,7 +21,7 @@ import torch
 from fairseq import metrics
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
-from omegaconf import II, MISSING, DictConfig
+from omegaconf import II, MISSING
 
 from ..data.manifest import read_manifest
 from ..data.robust import ClipFailure, preflight_check
@@ -56,6 +56,10 @@ class SSLAMPretrainingTaskConfig(FairseqDataclass):
     max_substitutions: int = field(
         default=20, metadata={"help": "unusable clips tolerated in a row (each replaced by another) before stopping"}
     )
+    failed_clips_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "folder of failed_clips.tsv (the launcher sets the checkpoint folder; null: only logged)"},
+    )
     effective_batch_size: Optional[int] = field(
         default=None,
         metadata={
@@ -70,13 +74,6 @@ class SSLAMPretrainingTaskConfig(FairseqDataclass):
 
 BAD_CLIPS_KEY = "_bad_clips"  # logging-output key: clips substituted in one batch
 FAILED_CLIPS_FILE = "failed_clips.tsv"
-
-
-def checkpoint_dir(task_cfg) -> Optional[str]:
-    """``checkpoint.save_dir`` of the root config holding ``task_cfg`` (None outside a full config)."""
-    root = task_cfg._get_parent() if isinstance(task_cfg, DictConfig) else None
-    ckpt = root.get("checkpoint") if root is not None else None
-    return ckpt.get("save_dir") if ckpt is not None else None
 
 
 def _rank() -> int:
@@ -190,7 +187,7 @@ class SSLAMPretrainingTask(FbankTask):
     def __init__(self, cfg: SSLAMPretrainingTaskConfig):
         super().__init__(cfg)
         self._validate(cfg)
-        self.failed_clips = FailedClipLog(checkpoint_dir(cfg))
+        self.failed_clips = FailedClipLog(cfg.failed_clips_dir)
 
     @staticmethod
     def _validate(cfg: SSLAMPretrainingTaskConfig) -> None:
