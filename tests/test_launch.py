@@ -143,7 +143,3 @@ def test_a_stop_signal_is_recorded_instead_of_killing(sig, stop_handlers):
     os.kill(os.getpid(), signal.SIGTERM)  # a second signal keeps the first name
     assert preemption.requested_signal() == sig.name
     assert preemption.stop_requested(SimpleNamespace(data_parallel_world_size=1))
-
-
-def test_submitits_preemption_signal_is_a_stop_signal():
-    assert signal.SIGUSR2 in preemption.STOP_SIGNALS and signal.SIGTERM in preemption.STOP_SIGNALS

@@ -130,6 +130,6 @@ def test_summary_of_an_old_checkpoint_that_needs_the_full_unpickler(tmp_path):
     path = write_checkpoint(tmp_path / "old.pt", 3, args=argparse.Namespace(arch="x"))
     summary = read_checkpoint_summary(str(path))
     assert summary.cfg is None  # intact: not treated as damaged
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")
     with pytest.raises(DamagedCheckpointError, match="not a fairseq checkpoint"):
-        torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")
         read_checkpoint_summary(str(tmp_path / "plain.pt"))
