@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEMO_DIR ?= $(CURDIR)/demo_data
-PKG_SOURCES := $(shell find sslam_plugin -name '*.py') setup.py
+PKG_SOURCES := $(shell find sslam_plugin -name '*.py' -o -name '*.yaml') pyproject.toml
 
 .PHONY: venv demo demo-data test clean-demo
 
@@ -17,7 +17,7 @@ $(VENV)/.stack:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip setuptools wheel
-	$(PIP) install torch==2.11.0 torchaudio==2.11.0 numpy cython soundfile safetensors matplotlib submitit pytest scikit-learn
+	$(PIP) install torch==2.11.0 torchaudio==2.11.0 numpy cython soundfile safetensors tqdm matplotlib submitit tensorboard huggingface_hub pytest scikit-learn hearvalidator
 	$(PIP) install --no-build-isolation fairseq-fixed==0.12.3.1
 	touch $@
 

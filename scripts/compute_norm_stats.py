@@ -1,69 +1,9 @@
 #!/usr/bin/env python3
-"""Compute a dataset's log-mel normalisation constants (``task.norm_mean``, ``task.norm_std``).
+"""Thin caller of ``sslam_plugin.cli.compute_norm_stats`` (installed as a console command; see README)."""
 
-Reads up to --max-clips clips of a manifest (spread evenly over it), computes
-their 128-bin Kaldi fbanks (unpadded, before normalisation) and prints the
-mean and standard deviation of all values, ready to pass as overrides:
-
-    python scripts/compute_norm_stats.py /data/spass_market/train.tsv
-    -> task.norm_mean=-5.1234 task.norm_std=4.5678
-"""
-
-from __future__ import annotations
-
-import argparse
-import logging
 import sys
-from pathlib import Path
-from typing import Optional, Sequence, Tuple
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run the checkout's package
-
-from sslam_plugin.data import AudioLoadError, Manifest, load_audio, read_manifest  # noqa: E402
-from sslam_plugin.features import FbankConfig, compute_fbank, resample_to  # noqa: E402
-
-logger = logging.getLogger("compute_norm_stats")
-
-
-def fbank_statistics(manifest: Manifest, max_clips: int = 2000, num_mel_bins: int = 128) -> Tuple[float, float, int]:
-    """(mean, std, clips used) of the unnormalised log-mel values of up to ``max_clips`` clips.
-
-    Unreadable clips are skipped with a warning.
-    """
-    if len(manifest) == 0:
-        raise ValueError(f"{manifest.path}: no clips")
-    picks = np.unique(np.linspace(0, len(manifest) - 1, min(max_clips, len(manifest))).round().astype(int))
-    total, total_sq, count, used = 0.0, 0.0, 0, 0
-    cfg = FbankConfig(num_mel_bins=num_mel_bins)
-    for index in picks:
-        try:
-            waveform, rate = load_audio(manifest.full_path(int(index)))
-            fbank = compute_fbank(resample_to(waveform, rate), cfg).double()
-        except (AudioLoadError, ValueError) as err:
-            logger.warning("skipping %s", err)
-            continue
-        total += float(fbank.sum())
-        total_sq += float((fbank * fbank).sum())
-        count += fbank.numel()
-        used += 1
-    if count == 0:
-        raise ValueError(f"{manifest.path}: none of the {len(picks)} clips tried could be read")
-    mean = total / count
-    return mean, float(np.sqrt(max(total_sq / count - mean * mean, 0.0))), used
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("manifest", type=Path, help="a fairseq audio manifest (e.g. train.tsv)")
-    parser.add_argument("--max-clips", type=int, default=2000)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    mean, std, used = fbank_statistics(read_manifest(args.manifest), args.max_clips)
-    logger.info("%d clips of %s", used, args.manifest)
-    print(f"task.norm_mean={mean:.4f} task.norm_std={std:.4f}")
-
+from sslam_plugin.cli.compute_norm_stats import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -22,9 +22,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sslam_plugin.evaluation import evaluate_checkpoint  # noqa: E402
+from sslam_plugin.evaluation import evaluate_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_SPLITS = ("eval_mono", "eval_poly")

@@ -1,72 +1,9 @@
 #!/usr/bin/env python3
-"""Check fairseq manifests ahead of a long run.
+"""Thin caller of ``sslam_plugin.cli.validate_manifest`` (installed as a console command; see README)."""
 
-For each clip: present, not empty, a readable header with samples, at least
-one 25 ms window long, the header's length equal to the manifest's; with
---decode also fully decoded and free of NaN/Inf. Labelled manifests are
-checked against their {split}.lbl, label_descriptors.csv and
-{split}_weights.csv when those lie beside them. Sample rates and channel
-counts are tallied (training resamples and averages them, so they only
-inform).
-
-Exit status: 0 when no errors were found (warnings allowed), 1 otherwise,
-2 when a manifest cannot be read at all.
-
-Usage: python scripts/validate_manifest.py MANIFEST.tsv [...] [--decode] [--jobs N]
-           [--max-clips N] [--report problems.tsv]
-"""
-
-from __future__ import annotations
-
-import argparse
-import logging
 import sys
-from pathlib import Path
-from typing import Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an older install
-
-from sslam_plugin.data.manifest import ManifestError  # noqa: E402
-from sslam_plugin.data.parallel import default_jobs  # noqa: E402
-from sslam_plugin.data.validate import validate_manifest  # noqa: E402
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("manifests", nargs="+", type=Path, help="{split}.tsv files")
-    parser.add_argument("--decode", action="store_true", help="decode every clip (finds NaN/Inf, corrupt data)")
-    parser.add_argument("--jobs", type=int, default=default_jobs(), help="checking processes")
-    parser.add_argument("--max-clips", type=int, default=None, help="check only this many clips, spread evenly")
-    parser.add_argument("--report", type=Path, help="write every problem here: manifest, line, path, severity, reason")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--show", type=int, default=10, help="problems printed per manifest")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-
-    status = 0
-    rows = []
-    for path in args.manifests:
-        try:
-            report = validate_manifest(
-                path, decode=args.decode, jobs=max(1, args.jobs), max_clips=args.max_clips,
-                show_progress=not args.no_progress,
-            )
-        except ManifestError as err:
-            print(f"error: {err}", file=sys.stderr)
-            status = 2
-            continue
-        print(report.summary())
-        for problem in report.problems[: args.show]:
-            print(f"  {problem.severity}: line {problem.line}: {problem.path}: {problem.reason}")
-        if len(report.problems) > args.show:
-            print(f"  ... {len(report.problems) - args.show} more" + (f" in {args.report}" if args.report else ""))
-        rows += [f"{path}\t{p.line}\t{p.path}\t{p.severity}\t{p.reason}" for p in report.problems]
-        if report.errors and status == 0:
-            status = 1
-    if args.report:
-        args.report.write_text("".join(row + "\n" for row in rows), encoding="utf-8")
-    return status
-
+from sslam_plugin.cli.validate_manifest import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -72,11 +72,7 @@ def write_manifest(path: Path, root: Path, entries: Dict[str, int]) -> Path:
 
 
 def load_script(name: str):
-    """Import ``scripts/<name>.py`` as a module, to call its ``main(argv)`` in this process."""
-    import importlib.util
+    """The command-line module ``sslam_plugin.cli.<name>``, to call its ``main(argv)`` in this process."""
+    import importlib
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"sslam_plugin.cli.{name}")

@@ -34,15 +34,8 @@ HIDE_FAIRSEQ = textwrap.dedent(
 
 
 def script(name: str) -> ModuleType:
-    """Import ``scripts/<name>.py`` as a module (to call its ``main`` in-process)."""
-    module_name = f"sslam_script_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses look their module up while it runs
-    spec.loader.exec_module(module)
-    return module
+    """The command-line module ``sslam_plugin.cli.<name>`` (to call its ``main`` in-process)."""
+    return importlib.import_module(f"sslam_plugin.cli.{name}")
 
 
 def run_python(args: List[str], timeout: int = 300) -> subprocess.CompletedProcess:

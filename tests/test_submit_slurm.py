@@ -1,6 +1,5 @@
-"""scripts/submit_slurm.py: the sbatch script it writes, and saving before a requeue."""
+"""sslam-submit (sslam_plugin.cli.submit_slurm): the sbatch script it writes, and saving before a requeue."""
 
-import importlib.util
 import os
 import pickle
 import re
@@ -17,9 +16,7 @@ from conftest import REPO, run
 pytest.importorskip("submitit")
 pytest.importorskip("fairseq")
 
-spec = importlib.util.spec_from_file_location("submit_slurm", REPO / "scripts" / "submit_slurm.py")
-submit = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(submit)
+from sslam_plugin.cli import submit_slurm as submit  # noqa: E402  (after the skips: it needs submitit)
 
 
 def fake_sbatch(folder):

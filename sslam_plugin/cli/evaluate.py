@@ -1,0 +1,47 @@
+"""Evaluate a fine-tuned checkpoint (or export) on a labelled split.
+
+Prints mAP (multi-label heads) or accuracy (single-label heads) over the whole
+split, writes the per-class average precision to a CSV and a bar chart of the
+best and worst classes to a PNG.
+
+    sslam-evaluate CHECKPOINT --data MANIFEST_DIR --split eval [--out DIR]
+
+MANIFEST_DIR holds {split}.tsv, {split}.lbl and label_descriptors.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Optional, Sequence
+
+from sslam_plugin.evaluation import evaluate_checkpoint
+
+logger = logging.getLogger("evaluate")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--data", type=Path, required=True, help="folder with {split}.tsv, {split}.lbl, label_descriptors.csv")
+    parser.add_argument("--split", default="eval")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default: the checkpoint's)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--trust-checkpoint", action="store_true", help="allow the full (pickle) loader")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    summary = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.out, args.batch_size, args.device, args.trust_checkpoint)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['metric']}: {summary['value']:.4f} on {summary['clips']} clips of '{args.split}'")
+        print(f"per-class AP: {summary['per_class_csv']}")
+        print(f"chart:        {summary['chart']}")
+
+
+if __name__ == "__main__":
+    main()

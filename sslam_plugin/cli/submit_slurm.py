@@ -1,0 +1,215 @@
+"""Submit a fairseq-hydra-train run to SLURM with submitit; preempted or timed-out jobs save, then requeue.
+
+    sslam-submit --config-dir config/pretrain --config-name eat_stage1 \\
+        --job-dir /abs/runs/eat_stage1 --run-config config/run_config/slurm_1x4.yaml \\
+        --partition gpu --account myproj --qos high \\
+        -- task.data=/abs/path/to/manifests
+
+Everything after ``--`` goes to fairseq-hydra-train as overrides. Cluster
+settings come from a run config (``config/run_config/*.yaml``: the keys of
+hydra's submitit launcher, as fairseq's data2vec recipes use them), then from
+the flags here; ``--slurm KEY=VALUE`` passes any other sbatch option. The run
+folder is JOB_DIR/run (checkpoints in JOB_DIR/run/checkpoints), submitit's logs
+are in JOB_DIR/submitit.
+
+One task per node starts one training process per GPU; ranks, the world size
+and the master come from SLURM's variables (``sslam_plugin.training.launch``).
+About 90 s before the time limit SLURM sends SIGUSR2 (``--signal-delay-s``);
+on it, or on a preemption's SIGTERM, every rank saves a checkpoint at the next
+update and stops, and only then is the job requeued: the requeued job resumes
+from that update.
+
+Why a script and not ``hydra/launcher=submitit_slurm``: hydra's launcher needs
+multirun mode, whose numbered sweep folders break "the same command resumes
+the run", and it requeues without waiting for the checkpoint.
+
+``--cluster local`` runs the same job as a local subprocess (no SLURM), and
+``--cluster debug`` in this process: both are for trying a command first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import submitit
+import yaml
+
+logger = logging.getLogger("submit_slurm")
+
+RESUMABLE_EXIT_STATUS = 75  # fairseq-hydra-train stopped on a signal after saving (see preemption.py)
+STOP_WAIT_S = 600  # longest wait for the ranks to save after a stop signal
+REQUEUE_WAIT_S = 600  # after a stop that submitit did not see: time for SLURM to requeue or end the job
+
+# run-config keys (hydra's submitit launcher) -> submitit's AutoExecutor parameters
+RUN_CONFIG_KEYS = {
+    "nodes": "nodes",
+    "gpus_per_node": "gpus_per_node",
+    "tasks_per_node": "tasks_per_node",
+    "cpus_per_task": "cpus_per_task",
+    "mem_gb": "mem_gb",
+    "timeout_min": "timeout_min",
+    "name": "name",
+    "partition": "slurm_partition",
+    "account": "slurm_account",
+    "qos": "slurm_qos",
+    "constraint": "slurm_constraint",
+    "comment": "slurm_comment",
+    "exclude": "slurm_exclude",
+    "exclusive": "slurm_exclusive",
+    "signal_delay_s": "slurm_signal_delay_s",
+    "max_num_timeout": "slurm_max_num_timeout",
+    "additional_parameters": "slurm_additional_parameters",
+    "setup": "slurm_setup",
+}
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """Runs fairseq-hydra-train; on SLURM's stop signal, lets it save, then asks to be requeued as it is.
+
+    Requeuing is resuming: the command's run folder holds the checkpoint.
+    """
+
+    def __init__(self, command: List[str], cwd: str):
+        self.command = command
+        self.cwd = cwd
+        self._process: Optional[subprocess.Popen] = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {"command": self.command, "cwd": self.cwd, "_process": None}
+
+    def __call__(self) -> int:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # its own process group, so that checkpoint() can reach every rank
+        self._process = subprocess.Popen(self.command, cwd=self.cwd, env=env, start_new_session=True)
+        returncode = self._process.wait()
+        if returncode == RESUMABLE_EXIT_STATUS:
+            # A stop signal that reached the ranks but not submitit's handler (a
+            # preemption's SIGTERM): SLURM requeues or ends this job itself.
+            logger.warning("training stopped on a signal with a checkpoint; waiting for SLURM to requeue the job")
+            time.sleep(REQUEUE_WAIT_S)
+        if returncode != 0:
+            raise RuntimeError(f"fairseq-hydra-train exited with {returncode}: {' '.join(self.command)}")
+        return returncode
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Called by submitit on the time-limit signal: wait for the ranks' checkpoint, then requeue."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            try:  # SLURM signals every process of the step; this covers a signal sent to the job shell only
+                os.killpg(process.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+            try:
+                process.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                logger.error("training did not stop within %d s of the signal; requeuing anyway", STOP_WAIT_S)
+        return submitit.helpers.DelayedSubmission(TrainJob(self.command, self.cwd))
+
+
+def build_command(config_dir: str, config_name: str, job_dir: Path, world_size: int, overrides: Sequence[str]) -> List[str]:
+    train = str(Path(sys.executable).parent / "fairseq-hydra-train")
+    return [
+        train,
+        "--config-dir", str(Path(config_dir).resolve()),
+        "--config-name", config_name,
+        f"hydra.run.dir={job_dir.resolve() / 'run'}",
+        f"distributed_training.distributed_world_size={world_size}",
+        *overrides,
+    ]
+
+
+def parse_slurm_options(options: Sequence[str]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"--slurm expects KEY=VALUE (an sbatch option), got {option!r}")
+        out[key.lstrip("-")] = value
+    return out
+
+
+def executor_parameters(args: argparse.Namespace) -> Dict[str, Any]:
+    """submitit parameters: the run config's, then the flags'."""
+    settings: Dict[str, Any] = {"nodes": 1, "gpus_per_node": 1, "cpus_per_task": 10, "timeout_min": 60 * 72}
+    if args.run_config:
+        loaded = yaml.safe_load(Path(args.run_config).read_text()) or {}
+        unknown = sorted(set(loaded) - set(RUN_CONFIG_KEYS))
+        if unknown:
+            raise ValueError(f"{args.run_config}: unknown run-config keys {unknown}; known: {sorted(RUN_CONFIG_KEYS)}")
+        settings.update(loaded)
+    for key in RUN_CONFIG_KEYS:
+        value = getattr(args, key, None)
+        if value is not None and value is not False:
+            settings[key] = value
+    settings.setdefault("name", args.config_name)
+    extra = dict(settings.pop("additional_parameters", None) or {})
+    extra.update(parse_slurm_options(args.slurm))
+    extra.setdefault("requeue", True)  # scontrol requeue needs a requeueable job
+    settings["additional_parameters"] = extra
+    settings["tasks_per_node"] = 1  # the launcher starts one process per GPU itself
+    if settings["nodes"] < 1 or settings["gpus_per_node"] < 0:
+        raise ValueError("nodes must be >= 1 and gpus_per_node >= 0")
+    return {RUN_CONFIG_KEYS[k]: v for k, v in settings.items()}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides: List[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, overrides = argv[:split], argv[split + 1 :]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-dir", required=True)
+    parser.add_argument("--config-name", required=True)
+    parser.add_argument("--job-dir", type=Path, required=True, help="run and log folder")
+    parser.add_argument("--run-config", help="cluster settings (YAML, e.g. config/run_config/slurm_1x4.yaml)")
+    parser.add_argument("--cluster", choices=["slurm", "local", "debug"], default=None, help="default: slurm if available")
+    parser.add_argument("--nodes", type=int)
+    parser.add_argument("--gpus-per-node", dest="gpus_per_node", type=int)
+    parser.add_argument("--cpus-per-task", dest="cpus_per_task", type=int)
+    parser.add_argument("--mem-gb", dest="mem_gb", type=int)
+    parser.add_argument("--time-min", dest="timeout_min", type=int)
+    parser.add_argument("--signal-delay-s", dest="signal_delay_s", type=int, help="seconds between SIGUSR2 and the time limit")
+    parser.add_argument("--partition")
+    parser.add_argument("--account")
+    parser.add_argument("--qos")
+    parser.add_argument("--constraint")
+    parser.add_argument("--comment")
+    parser.add_argument("--exclude")
+    parser.add_argument("--exclusive", action="store_true", default=None)
+    parser.add_argument("--name", help="job name (default: the config name)")
+    parser.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE", help="any other sbatch option")
+    parser.add_argument("--wait", action="store_true", help="wait for the job and report its end")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        params = executor_parameters(args)
+    except (ValueError, argparse.ArgumentTypeError) as err:
+        parser.error(str(err))
+
+    job_dir = args.job_dir.resolve()
+    max_timeouts = params.pop("slurm_max_num_timeout", 3)  # an executor setting, not a job parameter
+    executor = submitit.AutoExecutor(folder=job_dir / "submitit", cluster=args.cluster, slurm_max_num_timeout=max_timeouts)
+    if executor.cluster != "slurm":
+        params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
+    executor.update_parameters(**params)
+    world_size = params["nodes"] * max(params["gpus_per_node"], 1)
+    command = build_command(args.config_dir, args.config_name, job_dir, world_size, overrides)
+    job = executor.submit(TrainJob(command, cwd=os.getcwd()))
+    logger.info("submitted job %s (%s): %s", job.job_id, executor.cluster, " ".join(command))
+    logger.info("logs: %s  run: %s", job_dir / "submitit", job_dir / "run")
+    if args.wait:
+        job.result()
+        logger.info("job %s finished", job.job_id)
+
+
+if __name__ == "__main__":
+    main()
