@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .features import FbankConfig, compute_fbank, normalize_fbank, resample_to
+from .waveform import mono_clip
 
 __all__ = [
     "GRANULARITIES",
@@ -78,16 +79,16 @@ def clip_windows(
     the last one zero-padded.
 
     Args:
-        waveform: (time,) mono waveform at ``sample_rate``.
+        waveform: (time,) or (channels, time) at ``sample_rate``, float in [-1, 1]
+            or integer PCM; checked and converted by :func:`sslam_plugin.waveform.mono_clip`
+            (NaN / Inf refused, integers scaled, channels averaged).
 
     Returns:
         fbank (W, target_length, M) and the clip's frame count.
     """
     if long_clips not in ("crop", "windows"):
         raise ValueError(f"long_clips must be 'crop' or 'windows', got {long_clips!r}")
-    wav = as_tensor(waveform).float()
-    if wav.dim() != 1:
-        raise ValueError(f"expected a mono (time,) waveform, got shape {tuple(wav.shape)}")
+    wav = mono_clip(waveform, sample_rate)  # (time,) float32
     fbank = compute_fbank(resample_to(wav, sample_rate), frontend)  # (frames, M)
     frames, t = fbank.shape[0], frontend.target_length
     count = max(1, math.ceil(frames / t)) if long_clips == "windows" else 1

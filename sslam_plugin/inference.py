@@ -1,6 +1,7 @@
 """A ready-to-use encoder: fbank front end + :class:`AudioEncoder` (+ optional classifier).
 
-``load_encoder(path)`` takes an export folder or a fairseq checkpoint and returns
+``load_encoder(path)`` takes an export folder, an EAT/SSLAM Hugging Face folder or
+repository id, or a fairseq checkpoint and returns
 a :class:`PretrainedAudioEncoder` in eval mode; ``encoder(waveform, sample_rate)``
 then gives the token sequence, and :meth:`PretrainedAudioEncoder.extract_features`
 the granularity you ask for. No fairseq is imported.
@@ -9,13 +10,23 @@ The granularities and long-clip windows are in :mod:`sslam_plugin.clips`.
 
 Waveforms go through the front end the checkpoint was trained with: 16 kHz
 Kaldi fbank, zero-padded or cropped to ``target_length`` frames, normalised.
+
+Inputs are checked first (:mod:`sslam_plugin.waveform`): NaN or Inf samples and
+integer types without a known scale (int64, bool) raise :class:`WaveformError`;
+int16 / int32 / int8 / uint8 PCM is scaled to [-1, 1]; ``(N, C, time)`` batches
+and ``(C, time)`` list items are averaged to mono, while ``(N, time)`` is always
+N mono clips. A clip longer than the model's window (``target_length`` frames,
+10.24 s at 1024) is cropped to its first window by ``model(...)``,
+:meth:`~PretrainedAudioEncoder.extract_features` and the classifier methods, as in
+training; :meth:`~PretrainedAudioEncoder.extract_clips` with ``long_clips="windows"``
+encodes it whole in consecutive windows. Either is logged once per model.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, List, NamedTuple, Optional, Sequence, Set, Union
 
 import numpy as np
 import torch
@@ -36,6 +47,7 @@ from .clips import (
 )
 from .models.classifier import classify, pool
 from .models.encoder import AudioEncoder, EncoderConfig
+from .waveform import WaveformError, batch_clips, mono_clip
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +58,7 @@ __all__ = [
     "ClipWindows",
     "Prediction",
     "PretrainedAudioEncoder",
+    "WaveformError",
     "clip_windows",
     "combine_windows",
     "load_encoder",
@@ -86,6 +99,7 @@ class PretrainedAudioEncoder(nn.Module):
         self.labels = labels
         self.fc_norm: Optional[nn.LayerNorm] = None
         self.head: Optional[nn.Linear] = None
+        self._long_clip_notes: Set[str] = set()  # long-clip handling already logged ("crop", "windows")
         if head is not None:
             head.validate()
             if head.fc_norm:
@@ -111,24 +125,42 @@ class PretrainedAudioEncoder(nn.Module):
         """Waveforms -> normalised fbank cropped or padded to ``target_length``.
 
         Args:
-            waveforms: (time,), (N, time), or a list of (time,) clips of any lengths.
+            waveforms: (time,), (N, time) mono clips, (N, C, time) clips whose channels
+                are averaged, or a list of (time,) / (C, time) clips of any lengths;
+                float in [-1, 1] or integer PCM (see :mod:`sslam_plugin.waveform`).
 
         Returns:
-            (N, target_length, M) float32 on the CPU.
-        """
-        clips = self._clip_list(waveforms)
-        return torch.stack([clip_windows(c, sample_rate, self.frontend).fbank[0] for c in clips])
+            (N, target_length, M) float32, on the waveforms' device.
 
-    @staticmethod
-    def _clip_list(waveforms: Waveforms) -> List[torch.Tensor]:
-        if isinstance(waveforms, (torch.Tensor, np.ndarray)):
-            wav = as_tensor(waveforms)
-            if wav.dim() == 1:
-                return [wav]
-            if wav.dim() == 2:
-                return list(wav)
-            raise ValueError(f"expected a (time,) or (batch, time) waveform, got shape {tuple(wav.shape)}")
-        return [as_tensor(w) for w in waveforms]
+        Raises:
+            WaveformError: NaN / Inf samples, an unknown sample type or a misplaced time axis.
+        """
+        windows = [clip_windows(c, sample_rate, self.frontend) for c in batch_clips(waveforms, sample_rate)]
+        self._note_long_clips(windows, "crop")
+        return torch.stack([w.fbank[0] for w in windows])
+
+    def _note_long_clips(self, windows: Sequence[ClipWindows], mode: str) -> None:
+        """Say once per model what happens to clips longer than its window (cropped or windowed)."""
+        longest = max((w.num_frames for w in windows), default=0)
+        window = self.frontend.target_length
+        if longest <= window or mode in self._long_clip_notes:
+            return
+        self._long_clip_notes.add(mode)
+        seconds = self.frontend.frame_shift_ms / 1000.0
+        if mode == "crop":
+            logger.warning(
+                "a clip of %d fbank frames (%.2f s) is longer than the model's window (%d frames = %.2f s): such "
+                "clips are cropped to their first %.2f s, as in training; extract_clips(..., long_clips='windows') "
+                "(sslam-extract --long-clips windows) encodes whole clips",
+                longest, longest * seconds, window, window * seconds, window * seconds,
+            )
+        else:
+            logger.info(
+                "a clip of %d fbank frames (%.2f s) is longer than the model's window (%d frames = %.2f s): such "
+                "clips are encoded in consecutive non-overlapping windows (the last one zero-padded) whose "
+                "features are concatenated in time (utterance features: averaged over the windows)",
+                longest, longest * seconds, window, window * seconds,
+            )
 
     def _to_fbank(self, x: Waveforms, sample_rate: Optional[int]) -> torch.Tensor:
         if sample_rate is not None:
@@ -145,6 +177,8 @@ class PretrainedAudioEncoder(nn.Module):
                 f"without sample_rate the input must be normalised fbank (batch, frames, "
                 f"{self.encoder.cfg.num_mel_bins}); got shape {tuple(fbank.shape)}. Pass sample_rate for waveforms."
             )
+        if not bool(torch.isfinite(fbank).all()):
+            raise WaveformError(f"the fbank input holds {int((~torch.isfinite(fbank)).sum())} NaN or Inf values")
         return fbank
 
     # ------------------------------------------------------------- encoder
@@ -206,14 +240,21 @@ class PretrainedAudioEncoder(nn.Module):
         """Per-clip features of clips of any length (see :func:`clip_windows`, :func:`combine_windows`).
 
         Args:
-            waveforms: a list of (time,) clips.
+            waveforms: a list of (time,) or (C, time) clips (channels averaged), float in
+                [-1, 1] or integer PCM (see :mod:`sslam_plugin.waveform`).
             sample_rate: one rate for all, or one per clip.
             long_clips: "crop" to ``target_length`` or "windows" (features concatenated).
             trim_padding: drop the rows that only hold padding.
             batch_size: windows per encoder call.
+
+        Raises:
+            WaveformError: naming the clip (by its index) with NaN / Inf samples and the like.
         """
         rates = [sample_rate] * len(waveforms) if isinstance(sample_rate, int) else list(sample_rate)
-        windows = [clip_windows(w, r, self.frontend, long_clips) for w, r in zip(waveforms, rates)]
+        windows = [
+            clip_windows(mono_clip(w, r, f"clip {i}"), r, self.frontend, long_clips)
+            for i, (w, r) in enumerate(zip(waveforms, rates))
+        ]
         return self.encode_windows(windows, granularity, utterance_pooling, trim_padding, batch_size)
 
     def encode_windows(
@@ -228,6 +269,8 @@ class PretrainedAudioEncoder(nn.Module):
         granularity = check_granularity(granularity, utterance_pooling)
         if not windows:
             return []
+        self._note_long_clips([w for w in windows if w.fbank.shape[0] == 1], "crop")
+        self._note_long_clips([w for w in windows if w.fbank.shape[0] > 1], "windows")
         stacked = torch.cat([w.fbank for w in windows])  # (sum W, T, M)
         tokens = torch.cat([self.encode(chunk) for chunk in stacked.split(batch_size)])  # (sum W, 1 + L, D)
         out, start = [], 0
@@ -292,18 +335,20 @@ def load_encoder(
     trust: bool = False,
     **convert_kwargs: Any,
 ) -> PretrainedAudioEncoder:
-    """Load an export folder or a fairseq checkpoint as a :class:`PretrainedAudioEncoder`.
+    """Load an export, a Hugging Face folder or repository, or a fairseq checkpoint as a :class:`PretrainedAudioEncoder`.
 
     Args:
-        path: an export folder (or its config.json / model.safetensors), or a
-            fairseq checkpoint of this plugin or official EAT/SSLAM (pre-trained
-            or fine-tuned).
+        path: an export folder (or its config.json / model.safetensors); an
+            EAT/SSLAM Hugging Face folder (pre-trained or fine-tuned) or hub
+            repository id such as ``"ta012/SSLAM_pretrain"`` (downloaded with
+            ``huggingface_hub``); or a fairseq checkpoint of this plugin or
+            official EAT/SSLAM (pre-trained or fine-tuned).
         device: where to put it (default CPU).
         dtype: torch dtype or "float32"/"float16"/"bfloat16" (default float32).
         teacher: for pre-training checkpoints, the EMA teacher instead of the student.
         trust: allow the full unpickler for checkpoints that need it (runs code from the file).
-        convert_kwargs: passed to :func:`sslam_plugin.checkpoints.export_from_checkpoint`
-            (num_heads, labels_csv, activation, frontend_overrides).
+        convert_kwargs: passed to :func:`sslam_plugin.checkpoints.load_any`
+            (num_heads, labels_csv, activation, frontend_overrides; revision for a hub id).
 
     Returns:
         The model in eval mode.

@@ -205,6 +205,20 @@ def _labels(
     return labels
 
 
+def _with_stored_frontend(
+    ckpt: Mapping[str, Any], overrides: Optional[Mapping[str, Any]]
+) -> Optional[Mapping[str, Any]]:
+    """The caller's front-end overrides over what an official-layout checkpoint written by this
+    package keeps in ``extra_state["sslam_frontend"]`` (a normalisation the official config cannot name)."""
+    extra = ckpt.get("extra_state")
+    stored = extra.get("sslam_frontend") if isinstance(extra, Mapping) else None
+    if not isinstance(stored, Mapping):
+        return overrides
+    merged = dict(stored)
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return merged
+
+
 def export_from_checkpoint(
     ckpt: Mapping[str, Any],
     source: str = "checkpoint",
@@ -245,7 +259,7 @@ def export_from_checkpoint(
         raise UnknownCheckpointError(f"{source}: these entries are not tensors: {list_keys(bad)}")
     cfg = ckpt.get("cfg") if ckpt.get("cfg") is not None else ckpt.get("args")
     encoder = infer_encoder_config(encoder_state, cfg, num_heads, source)
-    frontend = infer_frontend(cfg, encoder, frontend_overrides)
+    frontend = infer_frontend(cfg, encoder, _with_stored_frontend(ckpt, frontend_overrides))
     head = labels = None
     if head_state:
         head = _head_config(ckpt, head_state, activation, source)

@@ -6,7 +6,10 @@ CHECKPOINT is a fine-tuned fairseq checkpoint (official EAT/SSLAM or this
 plugin's) or an export of one. Scores are sigmoid probabilities for multi-label
 heads (AudioSet) and softmax probabilities for single-label ones, as the
 checkpoint says (--activation overrides). Each clip is cropped or padded to the
-checkpoint's target_length, as in fine-tuning.
+checkpoint's target_length, as in fine-tuning (a longer clip is logged once).
+A file that cannot be used (undecodable, empty, NaN or Inf samples, shorter than
+25 ms) is reported by name on stderr, the other files are still scored, and the
+exit status is 1.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Optional, Sequence
 import torch
 
 from sslam_plugin.data import AudioLoadError, load_audio
+from sslam_plugin.data.robust import failure_reason
 from sslam_plugin.checkpoints import CheckpointError, read_label_csv
 from sslam_plugin.inference import load_encoder
 
@@ -74,8 +78,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             waveform, rate = load_audio(path)
             predictions = model.predict(waveform, rate, top_k=args.top_k)[0]
-        except (AudioLoadError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
+        except (AudioLoadError, ValueError) as err:  # WaveformError is a ValueError
+            print(f"error: {path}: {failure_reason(err, str(path))}", file=sys.stderr)
             failed += 1
             continue
         report.append({"file": str(path), "predictions": [p._asdict() for p in predictions]})

@@ -5,7 +5,7 @@ SPASS scene): {split}.tsv (fairseq manifest), {split}.lbl
 (clip_id<TAB>label1,label2), label_descriptors.csv (index,label_id,display_name)
 and rejected.tsv (listed files that are missing, empty or unreadable; left out).
 
-  audioset  --audio-dir A --class-labels class_labels_indices.csv
+  audioset  --audio-dir A [--class-labels class_labels_indices.csv (default: the shipped 527 classes)]
             [--balanced balanced_train_segments.csv] [--unbalanced unbalanced_train_segments.csv]
             [--eval eval_segments.csv]
             folders as20k/ (train = balanced) and as2m/ (train = balanced + unbalanced, with
@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("audioset", parents=[common], help="AudioSet segment CSVs")
     p.add_argument("--audio-dir", type=Path, required=True, help="downloaded clips, named by YouTube id")
-    p.add_argument("--class-labels", type=Path, required=True, help="class_labels_indices.csv")
+    p.add_argument(
+        "--class-labels", type=Path,
+        help="class_labels_indices.csv (default: the copy shipped with the plugin, AudioSet's 527 classes)",
+    )
     p.add_argument("--balanced", type=Path, help="balanced_train_segments.csv")
     p.add_argument("--unbalanced", type=Path, help="unbalanced_train_segments.csv")
     p.add_argument("--eval", type=Path, help="eval_segments.csv")

@@ -26,7 +26,7 @@ from ..checkpoints import load_any
 from ..models.classifier import AudioClassifier, pooling_name
 from ..models.encoder import EncoderConfig
 from .model import assign_parameter_groups
-from .resume import resolve_launch_path
+from .resume import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class SSLAMClassifierModel(BaseFairseqModel):
         encoder_cfg = dataclass_from_dict(EncoderConfig, _as_dict(cfg.encoder))
         if cfg.model_path:
             encoder_cfg, weights = encoder_from_checkpoint(
-                resolve_launch_path(cfg.model_path), cfg.use_teacher, cfg.trust_checkpoint
+                resolve_model_path(cfg.model_path), cfg.use_teacher, cfg.trust_checkpoint
             )
             if isinstance(cfg, DictConfig):  # saved with the checkpoint: it is self-contained
                 with open_dict(cfg):

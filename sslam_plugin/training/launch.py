@@ -47,9 +47,11 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import torch
 
-from .resume import choose_checkpoint, resolve_launch_path
+from .resume import choose_checkpoint, resolve_launch_path, resolve_model_path
 
-__all__ = ["LaunchCallback", "Topology", "infer_topology", "call_main", "prepare_run", "keep_effective_batch"]
+__all__ = [
+    "LaunchCallback", "Topology", "infer_topology", "call_main", "prepare_run", "keep_effective_batch", "place_training_curves",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -220,13 +222,39 @@ def _point_user_dir_at_this_package(cfg: Any) -> None:
         cfg.common.user_dir = os.path.dirname(os.path.abspath(sslam_plugin.__file__))
 
 
+def place_training_curves(cfg: Any) -> None:
+    """Where fairseq's TensorBoard events go, and the name of its W&B run.
+
+    A relative ``common.tensorboard_logdir`` lives in the run folder, like
+    ``checkpoint.save_dir`` (hydra has changed into it), so ``tensorboard
+    --logdir runs`` shows every run of a folder side by side; it is made
+    absolute here so that every rank and the log name the same folder. fairseq
+    names a W&B run after ``checkpoint.save_dir``'s last folder, which is
+    ``checkpoints`` in every recipe: ``WANDB_NAME`` (unless set) becomes the
+    run folder's name instead.
+    """
+    if "common" not in cfg:
+        return
+    if cfg.common.get("tensorboard_logdir"):
+        cfg.common.tensorboard_logdir = os.path.abspath(cfg.common.tensorboard_logdir)
+        logger.info("TensorBoard events in %s (view: tensorboard --logdir %s)",
+                    cfg.common.tensorboard_logdir, cfg.common.tensorboard_logdir)
+    if cfg.common.get("wandb_project") and not os.environ.get("WANDB_NAME") and "checkpoint" in cfg:
+        save_dir = os.path.abspath(cfg.checkpoint.save_dir)
+        name = os.path.basename(save_dir)
+        if name == "checkpoints":
+            name = os.path.basename(os.path.dirname(save_dir))
+        os.environ["WANDB_NAME"] = name  # read by fairseq in each rank; inherited by the processes started below
+
+
 def prepare_run(cfg: Any, world_size: int) -> None:
     """Everything decided once per launch, on the whole config, before processes start."""
     _point_user_dir_at_this_package(cfg)
+    place_training_curves(cfg)
     if "task" in cfg and cfg.task.get("data"):
         cfg.task.data = resolve_launch_path(cfg.task.data)
     if "model" in cfg and cfg.model.get("model_path"):
-        cfg.model.model_path = resolve_launch_path(cfg.model.model_path)
+        cfg.model.model_path = resolve_model_path(cfg.model.model_path)  # or a hub repository id
     choose_checkpoint(cfg)
     if "task" in cfg and "failed_clips_dir" in cfg.task and not cfg.task.failed_clips_dir:
         cfg.task.failed_clips_dir = cfg.checkpoint.save_dir  # failed_clips.tsv beside the checkpoints

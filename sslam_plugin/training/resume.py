@@ -28,7 +28,14 @@ from typing import Any, Dict, List, Optional
 import torch
 from omegaconf import DictConfig
 
-__all__ = ["CheckpointSummary", "DamagedCheckpointError", "read_checkpoint_summary", "choose_checkpoint", "resolve_launch_path"]
+__all__ = [
+    "CheckpointSummary",
+    "DamagedCheckpointError",
+    "read_checkpoint_summary",
+    "choose_checkpoint",
+    "resolve_launch_path",
+    "resolve_model_path",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +73,20 @@ def resolve_launch_path(path: str) -> str:
     except ImportError:  # hydra is optional outside fairseq-hydra-train
         pass
     return os.path.abspath(path)
+
+
+def resolve_model_path(path: str) -> str:
+    """``model.model_path`` against the launch folder, or as given when it names a hub repository.
+
+    ``owner/name`` that is no file or folder under the launch folder is a Hugging
+    Face repository id (e.g. ``ta012/SSLAM_pretrain``), which ``load_any`` downloads.
+    """
+    from ..checkpoints import looks_like_hub_repo_id
+
+    resolved = resolve_launch_path(path)
+    if not os.path.exists(resolved) and looks_like_hub_repo_id(path):
+        return path
+    return resolved
 
 
 def read_checkpoint_summary(path: str) -> CheckpointSummary:

@@ -14,12 +14,15 @@ from ..scan import AUDIO_EXTENSIONS, find_audio_files
 from .records import LabelFormatError, LabelledClip, LabelledSplits, PathLike, read_text_lines
 from .writer import read_descriptor_rows
 
-__all__ = ["read_audioset_segments", "audioset"]
+__all__ = ["read_audioset_segments", "audioset", "AUDIOSET_CLASS_LABELS"]
 
 logger = logging.getLogger(__name__)
 
 
 YTID_LENGTH = 11
+# AudioSet's 527 classes (class_labels_indices.csv of the 2017 release, which every segment CSV
+# uses), shipped with the package so that --class-labels can be left out; source: manifests/README.md
+AUDIOSET_CLASS_LABELS = Path(__file__).resolve().parents[1] / "label_sets" / "audioset_class_labels_indices.csv"
 
 
 def read_audioset_segments(path: PathLike) -> List[Tuple[str, Tuple[str, ...]]]:
@@ -75,7 +78,7 @@ def _ytid_of(stem: str, listed: Set[str], pattern: Optional[re.Pattern]) -> Opti
 
 def audioset(
     audio_dir: PathLike,
-    class_labels: PathLike,
+    class_labels: Optional[PathLike] = None,
     balanced: Optional[PathLike] = None,
     unbalanced: Optional[PathLike] = None,
     eval_segments: Optional[PathLike] = None,
@@ -88,8 +91,11 @@ def audioset(
     unbalanced, with sampling weights (when ``unbalanced`` is given); both
     with ``eval`` from ``eval_segments`` (only ``eval_only`` when no training
     CSV is given). Labels are the class ``mid`` values, described by
-    ``class_labels`` (``class_labels_indices.csv``).
+    ``class_labels`` (``class_labels_indices.csv``; default: the shipped copy,
+    :data:`AUDIOSET_CLASS_LABELS`).
     """
+    if class_labels is None:
+        class_labels = AUDIOSET_CLASS_LABELS
     descriptors = read_descriptor_rows(class_labels)
     known = {d.id for d in descriptors}
     csvs = {"balanced": balanced, "unbalanced": unbalanced, "eval": eval_segments}
