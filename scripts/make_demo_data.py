@@ -2,7 +2,10 @@
 """Write the deterministic, labelled synthetic demo corpus and its manifests.
 
 Ten classes of synthetic sound events, monophonic clips (one event class) and
-polyphonic clips (2 to 4 overlapping classes), in four splits:
+polyphonic clips (2 to 4 overlapping classes), in four splits. The polyphonic
+clips are scenes built by the benchmark builder's core
+(``sslam_plugin.data.polyphony``: ``plan_scenes`` + ``render_scene``) from a
+pool of synthetic events drawn for that split alone:
 
     OUT/audio/{split}/*.wav
     OUT/manifests/{split}.tsv   fairseq manifest (root line, then path<TAB>samples)
@@ -25,6 +28,10 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
+import torch
+import torchaudio
+
+from sslam_plugin.data.polyphony import SceneConfig, plan_scenes, render_scene
 
 logger = logging.getLogger("make_demo_data")
 
@@ -125,13 +132,62 @@ SPLITS: Dict[str, Tuple[int, float]] = {
 }
 
 
+# Polyphonic scenes: 2 to 4 events of distinct classes at random onsets, levels within 8 dB
+# of each other (the monophonic clips' amplitudes span 0.2-0.5, also 8 dB).
+SCENES = SceneConfig(
+    scene_seconds=CLIP_SECONDS, min_sources=2, max_sources=4, min_level_db=-8.0, max_level_db=0.0,
+    reference_rms=0.2, sample_rate=BASE_RATE,
+)
+NOISE_STD = 0.003  # faint background noise in every clip
+
+
+def _finish(mix: np.ndarray) -> np.ndarray:
+    return (mix / max(1.0, np.abs(mix).max() / 0.95)).astype(np.float32)
+
+
 def make_clip(rng: np.random.Generator, labels: Sequence[int], rate: int) -> np.ndarray:
     n = int(CLIP_SECONDS * rate)
-    mix = 0.003 * rng.standard_normal(n)  # faint background noise
+    mix = NOISE_STD * rng.standard_normal(n)
     for label in labels:
         event = CLASSES[label][2](rng, n, rate) * _envelope(n, rate, rng)
         mix += rng.uniform(0.2, 0.5) * event
-    return (mix / max(1.0, np.abs(mix).max() / 0.95)).astype(np.float32)
+    return _finish(mix)
+
+
+def _event(rng: np.random.Generator, label: int) -> np.ndarray:
+    """One event of a class alone, 0.6 to 1.8 s with 10 ms fades, at the base rate."""
+    n = int(rng.uniform(0.6, 1.8) * BASE_RATE)
+    wave = CLASSES[label][2](rng, n, BASE_RATE)
+    fade = np.linspace(0.0, 1.0, int(0.01 * BASE_RATE))
+    wave[: len(fade)] *= fade
+    wave[n - len(fade) :] *= fade[::-1]
+    return wave
+
+
+def make_scenes(rng: np.random.Generator, count: int) -> List[Tuple[List[int], np.ndarray]]:
+    """``count`` polyphonic scenes at the base rate, as (class indices, waveform) pairs."""
+    if count == 0:
+        return []
+    per_class = int(np.ceil(count * 3 / len(CLASSES))) + 2  # about as many events as the scenes use
+    pool = [(label, _event(rng, label)) for label in range(len(CLASSES)) for _ in range(per_class)]
+    rms = [float(np.sqrt(np.mean(w**2))) for _, w in pool]
+    plans = plan_scenes([len(w) for _, w in pool], [(CLASSES[k][0],) for k, _ in pool], count, SCENES, rng)
+    scenes = []
+    for events in plans:
+        scene = render_scene(events, [pool[e.source][1] for e in events], [rms[e.source] for e in events], SCENES)
+        scenes.append((sorted(pool[e.source][0] for e in events), scene))
+    return scenes
+
+
+def _resampled(wave: np.ndarray, rate: int) -> np.ndarray:
+    if rate == BASE_RATE:
+        return wave
+    return torchaudio.functional.resample(torch.from_numpy(wave), BASE_RATE, rate).numpy()
+
+
+def _scene_clip(rng: np.random.Generator, scene: np.ndarray, rate: int) -> np.ndarray:
+    mix = _resampled(scene, rate).astype(np.float64)
+    return _finish(mix + NOISE_STD * rng.standard_normal(len(mix)))
 
 
 def write_split(out: Path, split: str, count: int, poly_fraction: float, seed: int) -> None:
@@ -141,12 +197,16 @@ def write_split(out: Path, split: str, count: int, poly_fraction: float, seed: i
     manifests = out / "manifests"
     tsv_lines = ["../audio"]  # a relative root resolves against the manifest folder
     lbl_lines = []
+    polyphonic = rng.random(count) < poly_fraction
+    scenes = iter(make_scenes(rng, int(polyphonic.sum())))
     for i in range(count):
-        polyphonic = rng.random() < poly_fraction
-        num = int(rng.integers(2, 5)) if polyphonic else 1
-        labels = sorted(rng.choice(len(CLASSES), size=num, replace=False).tolist())
         rate = ALT_RATE if i % 10 == 9 else BASE_RATE
-        clip = make_clip(rng, labels, rate)
+        if polyphonic[i]:
+            labels, scene = next(scenes)
+            clip = _scene_clip(rng, scene, rate)
+        else:
+            labels = [int(rng.integers(len(CLASSES)))]
+            clip = make_clip(rng, labels, rate)
         clip_id = f"{split}_{i:04d}"
         sf.write(str(audio_dir / f"{clip_id}.wav"), clip, rate, subtype="PCM_16")
         tsv_lines.append(f"{split}/{clip_id}.wav\t{len(clip)}")

@@ -10,6 +10,8 @@ Dimensions: T = frames, M = mel bins (128).
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import torch
@@ -50,11 +52,22 @@ class FbankConfig:
             raise ValueError(f"norm_std must be positive, got {self.norm_std}")
 
 
+@functools.lru_cache(maxsize=16)
+def _resampler(sample_rate: int, target_rate: int) -> torchaudio.transforms.Resample:
+    # torchaudio.functional.resample rebuilds its windowed-sinc kernel on every call, which costs
+    # as much as the filtering itself for a 10 s clip; a data worker sees a handful of rates.
+    return torchaudio.transforms.Resample(sample_rate, target_rate)
+
+
 def resample_to(waveform: torch.Tensor, sample_rate: int, target_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """Resample a (time,) or (channels, time) waveform to ``target_rate``."""
+    """Resample a (time,) or (channels, time) waveform to ``target_rate`` (float32 out).
+
+    The same band-limited sinc interpolation as ``torchaudio.functional.resample``
+    (default filter), with the kernel built once per pair of rates.
+    """
     if sample_rate == target_rate:
         return waveform
-    return torchaudio.functional.resample(waveform, sample_rate, target_rate)
+    return _resampler(int(sample_rate), int(target_rate))(waveform.float())
 
 
 def compute_fbank(waveform: torch.Tensor, cfg: FbankConfig = FbankConfig()) -> torch.Tensor:

@@ -56,6 +56,20 @@ class MixingConfig:
             "second after it); uniform: uniform over all non-overlapping placements"
         },
     )
+    unmixed_student: bool = field(
+        default=True,
+        metadata={
+            "help": "the student also learns from the unmixed clips (patch and utterance terms); false: "
+            "from the mixtures only, at half the student cost (the paper's MB-PMA variant)"
+        },
+    )
+    source_retention: bool = field(
+        default=True,
+        metadata={
+            "help": "compute the Source Retention Loss (false: no partner teacher pass and no "
+            "source_retention term; the paper's MB-UA-PMA and MB-PMA variants)"
+        },
+    )
     seed: int = field(default=1, metadata={"help": "seed of the model's window/partner generator"})
     norm_mean: float = field(default=-4.268, metadata={"help": "input normalisation mean (set from the task)"})
     norm_std: float = field(default=4.569, metadata={"help": "input normalisation std (set from the task)"})

@@ -22,6 +22,8 @@ SCRIPT = textwrap.dedent(
     from sslam_plugin.checkpoints import official_names
     from sslam_plugin.data import scan, converters, robust, validate, parallel, labelled
     from sslam_plugin.augment import AugmentationPolicy
+    from sslam_plugin import waveform, hear, inference, training_log
+    from sslam_plugin.checkpoints import huggingface, official_layout
     from sslam_plugin.models import BootstrapPretrainer, PretrainingConfig, EncoderConfig, DecoderConfig
     cfg = PretrainingConfig(encoder=EncoderConfig(embed_dim=32, depth=1, num_heads=2),
                             decoder=DecoderConfig(dim=32, layers=1, groups=4), clone_batch=1)

@@ -301,6 +301,10 @@ def test_torchrun_processes_equal_two_local_processes(demo_data, stage1):
         port = sock.getsockname()[1]
     updates = 3
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_", "RANK", "WORLD_SIZE"))}
+    # torchrun gives each rank one OpenMP thread unless told otherwise; the local
+    # ranks it is compared with use torch's default. CPU sums differ in the last
+    # digit between thread counts, so both get the same.
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     command = [
         str(Path(hydra_train_command("pretrain", "demo_stage1", [])[0]).parent / "torchrun"),
         "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(port),

@@ -1,4 +1,5 @@
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -120,3 +121,38 @@ def test_public_window_sampler_invariants_at_other_shapes(rows, length):
     assert (starts >= 0).all() and (starts + length <= rows).all()
     assert (starts[:, 1] - starts[:, 0] >= length).all()
     assert (starts[:, 0] < rows // 2).all() or rows - 2 * length < 1
+
+
+def _chi2_critical(dof: int, z: float = 3.09) -> float:
+    """Upper chi-square quantile (Wilson-Hilferty); z = 3.09 is p = 0.001."""
+    return dof * (1 - 2 / (9 * dof) + z * math.sqrt(2 / (9 * dof))) ** 3
+
+
+def _public_rule_chi2(starts: torch.Tensor) -> tuple:
+    """Chi-square of (start1, start2) frame pairs against the public rule's exact joint law at
+    1024 frames: start1 uniform on {0, 16, ..., 496}, then start2 uniform on
+    {start1 + 240, start1 + 256, ...} below 783. Returns (statistic, degrees of freedom);
+    a pair outside the rule's support makes the statistic infinite."""
+    frames = (starts * 16).tolist()
+    cells = {(s1, s2): 1 / 32 / len(range(s1 + 240, 783, 16)) for s1 in range(0, 497, 16) for s2 in range(s1 + 240, 783, 16)}
+    counts = Counter(map(tuple, frames))
+    if set(counts) - set(cells):
+        return math.inf, len(cells) - 1
+    n = len(frames)
+    stat = sum((counts.get(cell, 0) - n * p) ** 2 / (n * p) for cell, p in cells.items())
+    return stat, len(cells) - 1
+
+
+def test_public_window_sampler_matches_the_exact_joint_distribution():
+    """Both starts together, over all 592 (start1, start2) cells, against the exact law at a fixed
+    seed; a sampler with the same support but another law fails the same check."""
+    starts = sample_unmixed_windows(64, 2, 15, count=100000, generator=torch.Generator().manual_seed(7), sampler="public")
+    stat, dof = _public_rule_chi2(starts)
+    assert dof == 591
+    assert stat < _chi2_critical(dof), (stat, _chi2_critical(dof))
+    # same support, start1 skewed towards early frames: rejected
+    g = torch.Generator().manual_seed(7)
+    first = torch.minimum(torch.randint(0, 32, (100000,), generator=g), torch.randint(0, 32, (100000,), generator=g))
+    second = first + 15 + (torch.rand(100000, generator=g) * (34 - first)).long()
+    skewed, _ = _public_rule_chi2(torch.stack([first, second], dim=1))
+    assert skewed > 10 * _chi2_critical(dof)

@@ -158,3 +158,32 @@ def test_options_run(operation, partner):
     fbank, mask = make_batch(4)
     out = net(fbank, mask)
     assert all(torch.isfinite(v) for v in out.losses.values())
+
+
+@pytest.mark.parametrize(
+    "switches, terms",
+    [
+        ({"source_retention": False}, TERMS - {"source_retention"}),  # MB-UA-PMA
+        ({"source_retention": False, "unmixed_student": False}, {"utterance_mixed", "patch_mixed"}),  # MB-PMA
+        ({"unmixed_student": False}, {"utterance_mixed", "patch_mixed", "source_retention"}),
+    ],
+)
+def test_variant_switches_drop_terms_and_keep_the_others_equal(switches, terms):
+    """The Table 3 switches only remove terms: what remains equals the full model's term
+    (decoder noise off, so a shorter student batch draws nothing different)."""
+    cfg = tiny_config(utterance_target_layers=1, decoder={"mask_noise_std": 0.0})
+    full, variant = model(cfg), model(cfg, **switches)
+    variant.load_state_dict(full.state_dict())
+    fbank, mask = make_batch(3)
+    plan = full.plan(3, 128, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a, b = full(fbank, mask, plan=plan), variant(fbank, mask, plan=plan)
+    assert set(b.losses) == terms == set(variant.loss_names())
+    # mixtures only: the student batch (and sample_size) is half; the utterance terms scale with it
+    own = switches.get("unmixed_student", True)
+    assert int(b.sample_size) == int(mask.sum()) * (2 if own else 1) and int(a.sample_size) == 2 * int(mask.sum())
+    for name in terms:
+        scale = 1.0 if own or not name.startswith("utterance") else 0.5
+        assert torch.allclose(b.losses[name], a.losses[name] * scale, rtol=1e-4, atol=1e-6), name
+    single = variant(*make_batch(1))  # a batch without partner returns the same names
+    assert set(single.losses) == terms

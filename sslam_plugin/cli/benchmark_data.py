@@ -6,10 +6,13 @@ averaged), resample to 16 kHz, Kaldi fbank + pad/crop + normalise, and
 thread (as in a DataLoader worker); stage times are per clip, averaged.
 
 The public EAT data path does the same per-clip work (soundfile read,
-torchaudio's Kaldi fbank with the same arguments at 16 kHz, pad/crop,
-normalise; its masks are drawn in the model), so clips/s per worker from this
-script and from EAT's dataset on the same files and the same CPU compare
-directly.
+torchaudio's resample and Kaldi fbank with the same arguments at 16 kHz,
+pad/crop, normalise); its inverse block masks are drawn in the model, with
+torch, ``clone_batch`` per clip. ``--compare-public`` (the default) times a
+re-implementation of that path (:func:`public_item`, written from its
+documented behaviour, no fairseq needed) in the same worker on the same files,
+clip by clip in turn with this package's path, so the ratio of the two
+clips/s comes from one run under the same load.
 
 Without --manifest, CLIPS synthetic clips are written to a temporary folder
 (--sample-rate 44100 --channels 2 includes resampling and down-mixing).
@@ -22,6 +25,7 @@ Usage: sslam-benchmark data [--manifest train.tsv] [--clips 64] [--workers 1 2]
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import sys
 import tempfile
@@ -33,6 +37,7 @@ import numpy as np
 
 import soundfile as sf
 import torch
+import torchaudio
 
 from sslam_plugin.data.audio import load_audio
 from sslam_plugin.data.manifest import read_manifest
@@ -57,12 +62,80 @@ def make_clips(folder: Path, count: int, seconds: float, rate: int, channels: in
     return paths
 
 
+def public_block_masks(
+    grid: tuple, copies: int, generator: torch.Generator, mask_ratio: float = 0.8,
+    adjust: float = 0.07, block: int = 5,
+) -> torch.Tensor:
+    """The public code's inverse block masks (torch, per step in the model), re-implemented for timing.
+
+    Block centres are drawn with replacement, the block around each centre is
+    marked (indices clamped at the grid's edges), then each copy's count is
+    corrected to exactly ``int(L * (1 - mask_ratio))`` kept patches by
+    multinomial draws, one copy at a time.
+
+    Returns:
+        (copies, rows * cols) bool, True = masked.
+    """
+    rows, cols = grid
+    length = rows * cols
+    keep_ratio = 1.0 - mask_ratio
+    keep = torch.zeros(copies, rows, cols)
+    centres = torch.randint(0, length, (copies, int(length * (keep_ratio + adjust) / block**2)), generator=generator)
+    keep.view(copies, -1).scatter_(1, centres, 1.0)
+    copy_idx, r, c = keep.nonzero(as_tuple=True)
+    offsets = torch.arange(block) - block // 2
+    rr = (r[:, None, None] + offsets[None, :, None]).clamp(0, rows - 1).expand(-1, block, block)
+    cc = (c[:, None, None] + offsets[None, None, :]).clamp(0, cols - 1).expand(-1, block, block)
+    keep[copy_idx[:, None, None].expand(-1, block, block), rr, cc] = 1.0
+    keep = keep.view(copies, -1)
+    target = int(length * keep_ratio)
+    for row in keep:  # the public code corrects each copy in a Python loop
+        n = int(row.sum())
+        if n > target:
+            row[torch.multinomial(row, n - target, replacement=False, generator=generator)] = 0.0
+        elif n < target:
+            row[torch.multinomial(1.0 - row, target - n, replacement=False, generator=generator)] = 1.0
+    return keep == 0
+
+
+def public_item(path: str, cfg: FbankConfig, grid: tuple, copies: int, generator: torch.Generator) -> Dict[str, float]:
+    """One item of the public EAT data path, timed per stage (seconds): decode, resample, fbank, mask."""
+    t0 = time.perf_counter()
+    wav, rate = sf.read(path, dtype="float32")
+    feats = torch.from_numpy(wav).float()
+    if feats.dim() == 2:  # (time, channels) -> (time,)
+        feats = feats.mean(-1)
+    t1 = time.perf_counter()
+    if rate != 16000:
+        feats = torchaudio.functional.resample(feats, orig_freq=rate, new_freq=16000)
+    t2 = time.perf_counter()
+    feats = feats - feats.mean()
+    fbank = torchaudio.compliance.kaldi.fbank(
+        feats.unsqueeze(0), htk_compat=True, sample_frequency=16000, use_energy=False,
+        window_type="hanning", num_mel_bins=cfg.num_mel_bins, dither=0.0, frame_shift=10,
+    ).unsqueeze(0)  # (1, frames, mels)
+    diff = cfg.target_length - fbank.shape[1]
+    if diff > 0:
+        fbank = torch.nn.ZeroPad2d((0, 0, 0, diff))(fbank)
+    elif diff < 0:
+        fbank = fbank[:, : cfg.target_length, :]
+    fbank = (fbank - cfg.norm_mean) / (cfg.norm_std * 2)
+    t3 = time.perf_counter()
+    public_block_masks(grid, copies, generator)
+    t4 = time.perf_counter()
+    assert fbank.shape == (1, cfg.target_length, cfg.num_mel_bins)
+    return dict(zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
+
+
 def bench_worker(job: Dict) -> Dict[str, float]:
     """Process ``job['paths']`` once (after one warm-up clip); returns seconds per stage and the clip count."""
     torch.set_num_threads(1)
     cfg: FbankConfig = job["fbank"]
     grid = (cfg.target_length // job["patch_size"], cfg.num_mel_bins // job["patch_size"])
     totals = dict.fromkeys(STAGES, 0.0)
+
+    public = dict.fromkeys(STAGES, 0.0)
+    generator = torch.Generator().manual_seed(0)
 
     def one(path: str, index: int, timed: bool) -> None:
         t0 = time.perf_counter()
@@ -79,18 +152,39 @@ def bench_worker(job: Dict) -> Dict[str, float]:
             for stage, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 totals[stage] += dt
 
+    def one_public(path: str, timed: bool) -> None:
+        times = public_item(path, cfg, grid, job["clone_batch"], generator)
+        if timed:
+            for stage, dt in times.items():
+                public[stage] += dt
+
     one(job["paths"][0], 0, timed=False)
-    start = time.perf_counter()
+    if job["compare_public"]:
+        one_public(job["paths"][0], timed=False)
     for i, path in enumerate(job["paths"]):
-        one(path, i, timed=True)
-    totals["wall"] = time.perf_counter() - start
+        # the two paths take turns clip by clip, in alternating order, under the same load
+        order = (True, False) if i % 2 == 0 else (False, True)
+        for ours in order:
+            if ours:
+                one(path, i, timed=True)
+            elif job["compare_public"]:
+                one_public(path, timed=True)
+    totals["wall"] = sum(totals[s] for s in STAGES)
     totals["clips"] = float(len(job["paths"]))
+    totals.update({f"public_{s}": public[s] for s in STAGES})
+    totals["public_wall"] = sum(public.values())
     return totals
 
 
-def run(paths: Sequence[str], workers: int, fbank: FbankConfig, patch_size: int, clone_batch: int) -> Dict[str, float]:
+def run(
+    paths: Sequence[str], workers: int, fbank: FbankConfig, patch_size: int, clone_batch: int,
+    compare_public: bool = True,
+) -> Dict[str, float]:
     jobs = [
-        {"paths": list(paths[w:]) + list(paths[:w]), "fbank": fbank, "patch_size": patch_size, "clone_batch": clone_batch}
+        {
+            "paths": list(paths[w:]) + list(paths[:w]), "fbank": fbank, "patch_size": patch_size,
+            "clone_batch": clone_batch, "compare_public": compare_public,
+        }
         for w in range(workers)
     ]
     if workers == 1:
@@ -99,10 +193,14 @@ def run(paths: Sequence[str], workers: int, fbank: FbankConfig, patch_size: int,
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             results = pool.map(bench_worker, jobs)
     clips = sum(r["clips"] for r in results)
-    rates = [r["clips"] / r["wall"] for r in results]  # steady state: worker start-up is not timed
+    rates = [r["clips"] / r["wall"] for r in results]  # timed stages only: no start-up, not the other path
     out = {stage: 1000 * sum(r[stage] for r in results) / clips for stage in STAGES}
     out["per_worker"] = float(np.mean(rates))
     out["total"] = float(np.sum(rates))
+    if compare_public:
+        out.update({f"public_{s}": 1000 * sum(r[f"public_{s}"] for r in results) / clips for s in STAGES})
+        out["public_per_worker"] = float(np.mean([r["clips"] / r["public_wall"] for r in results]))
+        out["ratio"] = out["per_worker"] / out["public_per_worker"]
     return out
 
 
@@ -118,7 +216,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--target-length", type=int, default=1024, help="frames per clip")
     parser.add_argument("--patch-size", type=int, default=16)
     parser.add_argument("--clone-batch", type=int, default=16, help="masks per clip")
+    parser.add_argument(
+        "--compare-public", action=argparse.BooleanOptionalAction, default=True,
+        help="also time the public EAT data path on the same files, in turn (default: on)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    report = []
 
     fbank = FbankConfig(target_length=args.target_length)
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,11 +236,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{source}; target_length {args.target_length}, clone_batch {args.clone_batch}; torch threads per worker: 1")
         print(f"{'workers':>7} {'clips/s/worker':>15} {'clips/s total':>14} " + " ".join(f"{s + ' ms':>11}" for s in STAGES))
         for workers in args.workers:
-            r = run(paths, workers, fbank, args.patch_size, args.clone_batch)
+            r = run(paths, workers, fbank, args.patch_size, args.clone_batch, args.compare_public)
+            report.append(dict(r, workers=workers, source=source))
             print(
                 f"{workers:>7} {r['per_worker']:>15.1f} {r['total']:>14.1f} "
                 + " ".join(f"{r[s]:>11.2f}" for s in STAGES)
             )
+            if args.compare_public:
+                print(
+                    f"{'public':>7} {r['public_per_worker']:>15.1f} {r['public_per_worker'] * workers:>14.1f} "
+                    + " ".join(f"{r['public_' + s]:>11.2f}" for s in STAGES)
+                    + f"   (ours / public: {r['ratio']:.2f}x)"
+                )
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=1))
     return 0
 
 

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .mask_index import scatter_rows
+
 __all__ = ["DecoderConfig", "ConvDecoder2d", "scatter_to_grid"]
 
 
@@ -44,12 +46,15 @@ def scatter_to_grid(
     mask: torch.Tensor,
     noise_std: float,
     generator: Optional[torch.Generator] = None,
+    kept_index: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Put kept-patch outputs back at their grid positions; noise elsewhere.
 
     Args:
         kept: (N, K, D) outputs for the kept patches, in grid order.
         mask: (N, L) bool, True = masked.
+        kept_index: (N, K) the kept positions, ascending (the fast step's
+            :class:`.mask_index.MaskIndex`): an indexed scatter, same result.
 
     Returns:
         (N, L, D).
@@ -61,6 +66,8 @@ def scatter_to_grid(
         full.copy_(noise * noise_std)
     else:
         full.zero_()
+    if kept_index is not None:
+        return scatter_rows(full, kept_index, kept)
     return full.masked_scatter(~mask.unsqueeze(-1), kept)
 
 

@@ -8,6 +8,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .mask_index import gather_from_clips, gather_rows
+
 __all__ = ["regression_loss", "patch_loss", "utterance_loss"]
 
 
@@ -58,6 +60,7 @@ def patch_loss(
     mask: torch.Tensor,
     beta: float = 0.0,
     scale: Optional[float] = None,
+    masked_index: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Regression loss at the masked patches of every copy, summed.
 
@@ -65,11 +68,19 @@ def patch_loss(
         pred: (N, L, D) decoder predictions for N = B * C masked copies.
         targets: (B, L, D) teacher targets of the B clips (repeated per copy here).
         mask: (N, L) bool, True = masked (only those patches count).
+        masked_index: (N, L - K) the masked positions of each row, ascending
+            (:func:`.mask_index.mask_index`); when given, the same elements are
+            gathered by index, with no host sync and no (N, L, D) repeat of the
+            targets, and the sum is bit for bit the boolean-mask one.
 
     Returns:
         float32 scalar.
     """
     copies = _copies(mask, targets.shape[0])
+    if masked_index is not None:
+        x = gather_rows(pred, masked_index)  # (N, L, D) -> (N, L - K, D)
+        y = gather_from_clips(targets, masked_index)  # (B, L, D) -> (N, L - K, D)
+        return regression_loss(x, y, beta, scale).sum()
     targets = targets.repeat_interleave(copies, dim=0)  # (B, L, D) -> (N, L, D)
     return regression_loss(pred[mask], targets[mask], beta, scale).sum()
 

@@ -21,6 +21,7 @@ from .decoder import ConvDecoder2d, DecoderConfig, scatter_to_grid
 from .ema import EMATeacher, ema_decay_at
 from .encoder import AudioEncoder, EncoderConfig, gather_kept
 from .losses import patch_loss, utterance_loss
+from .mask_index import MaskIndex, gather_from_clips, gather_rows, mask_index
 from .targets import average_layer_targets, compute_var
 
 __all__ = ["PretrainingConfig", "PretrainingOutput", "BootstrapPretrainer"]
@@ -44,6 +45,21 @@ class PretrainingConfig:
     ema_decay: float = field(default=0.9998, metadata={"help": "teacher EMA decay at update 0"})
     ema_end_decay: float = field(default=0.99999, metadata={"help": "teacher EMA decay after annealing"})
     ema_anneal_end_step: int = field(default=100000, metadata={"help": "updates over which the decay anneals"})
+    fast_step: bool = field(
+        default=True,
+        metadata={
+            "help": "gather and scatter by index lists built once per step (one host sync instead of about a "
+            "dozen, no (copies x patches x width) repeats) and update the teacher with foreach kernels; the "
+            "losses are those of the plain step (false) bit for bit"
+        },
+    )
+    compile_modules: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile the encoder blocks (student and teacher) and the decoder; same losses to "
+            "round-off, a slow first step (opt-in)"
+        },
+    )
 
     def validate(self) -> None:
         self.encoder.validate()
@@ -77,6 +93,20 @@ class BootstrapPretrainer(nn.Module):
         self.decoder = ConvDecoder2d(cfg.decoder, cfg.encoder.embed_dim)
         self.teacher = EMATeacher(self.encoder)
         self.ema_decay = cfg.ema_decay
+        if cfg.compile_modules:
+            self.compile_modules()
+
+    def compile_modules(self) -> None:
+        """Compile each encoder block (student and teacher) and the decoder in place.
+
+        ``Module.compile`` keeps parameter names, so checkpoints are unchanged.
+        Blocks are compiled one by one rather than the whole step so that the
+        variable-length student and the full-length teacher sequences each get
+        a small graph, and the Python loop over layers (targets) stays eager.
+        """
+        for block in list(self.encoder.blocks) + list(self.teacher.encoder.blocks):
+            block.compile(dynamic=False)
+        self.decoder.compile(dynamic=False)
 
     def no_weight_decay(self) -> Set[str]:
         """Trained parameters without weight decay: the encoder's, and the decoder's norms and biases."""
@@ -90,7 +120,7 @@ class BootstrapPretrainer(nn.Module):
             num_updates, self.cfg.ema_decay, self.cfg.ema_end_decay, self.cfg.ema_anneal_end_step
         )
         if self.ema_decay < 1.0:
-            self.teacher.update(self.encoder, self.ema_decay)
+            self.teacher.update(self.encoder, self.ema_decay, foreach=self.cfg.fast_step)
 
     @torch.no_grad()
     def teacher_layers(self, fbank: torch.Tensor) -> List[torch.Tensor]:
@@ -118,25 +148,48 @@ class BootstrapPretrainer(nn.Module):
             layers, k, self.cfg.instance_norm_target_layer, self.cfg.layer_norm_target_layer, self.cfg.layer_norm_targets
         ).mean(dim=1)
 
+    # ------------------------------------------------------------ mask index
+    def index_mask(self, mask: torch.Tensor) -> Optional[MaskIndex]:
+        """The step's kept/masked index lists (fast step), or None (plain step: boolean masks).
+
+        Call once at the start of a step: it is the step's one host sync.
+        """
+        return mask_index(mask) if self.cfg.fast_step else None
+
+    def masked_patches(self, patches: torch.Tensor, mask: torch.Tensor, index: Optional[MaskIndex] = None) -> torch.Tensor:
+        """(N, L, D) -> (N * (L - K), D): the masked patches, in the order of ``patches[mask]``."""
+        if index is None:
+            return patches[mask]
+        return gather_rows(patches, index.masked).reshape(-1, patches.shape[-1])
+
     # ----------------------------------------------------------------- student
     def student(
         self,
         fbank: torch.Tensor,
         mask: torch.Tensor,
         noise_generator: Optional[torch.Generator] = None,
+        index: Optional[MaskIndex] = None,
     ) -> StudentPrediction:
         """Encode the kept patches of every masked copy and decode the full grid.
 
         Args:
             fbank: (B, 1, T, M).
             mask: (B * C, L) bool, True = masked, copies of a clip adjacent.
+            index: the mask as index lists (fast step; :meth:`index_mask`).
         """
         b = fbank.shape[0]
         clones = self.clones_of(mask, b)
         grid = self.encoder.patch_grid(fbank.shape[2])
-        patches = self.encoder.embed(fbank).repeat_interleave(clones, dim=0)  # (B, L, D) -> (N, L, D)
-        x = self.encoder.contextualize(gather_kept(patches, mask)).x  # (N, 1 + K, D)
-        dec_in = scatter_to_grid(x[:, 1:], mask, self.cfg.decoder.mask_noise_std, noise_generator)
+        if index is None:
+            patches = self.encoder.embed(fbank).repeat_interleave(clones, dim=0)  # (B, L, D) -> (N, L, D)
+            kept = gather_kept(patches, mask)  # (N, K, D)
+        else:
+            kept = gather_from_clips(self.encoder.embed(fbank), index.kept)  # (B, L, D) -> (N, K, D)
+        x = self.encoder.contextualize(kept).x  # (N, 1 + K, D)
+        dec_in = scatter_to_grid(
+            x[:, 1:], mask, self.cfg.decoder.mask_noise_std, noise_generator,
+            kept_index=None if index is None else index.kept,
+        )
         return StudentPrediction(cls=x[:, 0], patches=self.decoder(dec_in, grid))
 
     @staticmethod
@@ -155,18 +208,20 @@ class BootstrapPretrainer(nn.Module):
         utterance_targets: torch.Tensor,
         mask: torch.Tensor,
         sample_size: torch.Tensor,
+        index: Optional[MaskIndex] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """The patch and utterance terms (:mod:`.losses`), both summed.
 
         Args:
             patch_targets: (B, L, D); utterance_targets: (B, D).
             sample_size: masked patches of the whole student batch.
+            index: ``mask`` as index lists (fast step), or None.
 
         Returns:
             (patch loss sum, utterance loss sum), float32 scalars.
         """
         beta, scale = self.cfg.loss_beta, self.cfg.loss_scale
-        patch = patch_loss(pred.patches, patch_targets, mask, beta, scale)
+        patch = patch_loss(pred.patches, patch_targets, mask, beta, scale, None if index is None else index.masked)
         utterance = utterance_loss(pred.cls, utterance_targets, sample_size, beta, scale)
         return patch, utterance
 
@@ -184,13 +239,14 @@ class BootstrapPretrainer(nn.Module):
             mask: (B * C, L) bool, True = masked.
         """
         mask = mask.bool()
-        pred = self.student(fbank, mask, noise_generator)
+        index = self.index_mask(mask)
+        pred = self.student(fbank, mask, noise_generator, index)
         layers = self.teacher_layers(fbank)
         patch_t = self.patch_targets(layers)
         utt_t = self.utterance_targets(layers, patch_t)
         sample_size = mask.sum()
-        patch, utterance = self.bootstrap_losses(pred, patch_t, utt_t, mask, sample_size)
-        logs = self.variance_logs(pred.patches[mask], patch_t)
+        patch, utterance = self.bootstrap_losses(pred, patch_t, utt_t, mask, sample_size, index)
+        logs = self.variance_logs(self.masked_patches(pred.patches, mask, index), patch_t)
         logs["masked_pct"] = mask.float().mean().detach()
         return PretrainingOutput({"patch": patch, "utterance": utterance}, sample_size, logs)
 

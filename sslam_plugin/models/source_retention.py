@@ -10,7 +10,10 @@ windows (so there it is A_i's target alone).
 
 Five loss terms (:mod:`.losses`): ``utterance`` and ``patch`` on A,
 ``utterance_mixed`` and ``patch_mixed`` on M, ``source_retention`` on M (its
-weight of 2.0 lives in the criterion config).
+weight of 2.0 lives in the criterion config). The paper's Table 3 variants
+switch terms off (``MixingConfig``): ``unmixed_student=False`` drops the terms
+on A and A from the student batch (MB-PMA), ``source_retention=False`` drops
+the SRL and the partner pass (MB-UA-PMA, MB-PMA); MB-UA is mixing disabled.
 
 A batch of one clip has no partner: it trains on the unmixed terms only and
 the mixed terms are zero (logged ``mixed_fraction`` = 0).
@@ -22,7 +25,7 @@ rows, F = frequency patches, L = R * F patches, D = width.
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -36,6 +39,7 @@ from ..mixing import (
     unmixed_rows,
 )
 from .encoder import gather_kept
+from .mask_index import gather_rows, mask_index
 from .losses import patch_loss
 from .pretraining import BootstrapPretrainer, PretrainingConfig, PretrainingOutput, StudentPrediction
 
@@ -45,9 +49,9 @@ logger = logging.getLogger(__name__)
 
 
 class MixedTargets(NamedTuple):
-    patch: torch.Tensor  # (2B, L, D) patch targets of [A; M]
-    utterance: torch.Tensor  # (2B, D) utterance targets of [A; M]
-    source_retention: torch.Tensor  # (B, L, D) SRL targets of the mixtures
+    patch: torch.Tensor  # (2B, L, D) patch targets of [A; M] (B, L, D of M alone when A is not needed)
+    utterance: torch.Tensor  # (2B, D) utterance targets of [A; M] (or (B, D) of M)
+    source_retention: Optional[torch.Tensor]  # (B, L, D) SRL targets of the mixtures; None when switched off
 
 
 class MixingPlan(NamedTuple):
@@ -119,8 +123,18 @@ class SourceRetentionPretrainer(BootstrapPretrainer):
 
     # ----------------------------------------------------------------- teacher
     @torch.no_grad()
-    def partner_layers(self, fbank: torch.Tensor, plan: MixingPlan, unmixed_patch: torch.Tensor) -> List[torch.Tensor]:
+    def partner_layers(
+        self,
+        fbank: torch.Tensor,
+        plan: MixingPlan,
+        unmixed_patch: torch.Tensor,
+        mixed_index: Optional[torch.Tensor] = None,
+    ) -> List[torch.Tensor]:
         """Teacher layers of the partners over their mixed-region patches only.
+
+        Args:
+            mixed_index: (B, L_mixed) the mixed-region positions, ascending (fast
+                step: built at the start of the step, no sync here), or None.
 
         Returns:
             depth x (B, L_mixed, D).
@@ -130,23 +144,43 @@ class SourceRetentionPretrainer(BootstrapPretrainer):
         dtype = fbank.dtype
         with torch.autocast(fbank.device.type, dtype=dtype, enabled=dtype in (torch.float16, torch.bfloat16)):
             patches = teacher.embed(partners.float())  # (B, L, D)
-            kept = gather_kept(patches, unmixed_patch.expand(patches.shape[0], -1))  # (B, L_mixed, D)
+            if mixed_index is None:
+                kept = gather_kept(patches, unmixed_patch.expand(patches.shape[0], -1))  # (B, L_mixed, D)
+            else:
+                kept = gather_rows(patches, mixed_index)  # (B, L, D) -> (B, L_mixed, D)
             return teacher.contextualize(kept, return_targets=True).layer_targets
 
     @torch.no_grad()
-    def targets(self, fbank: torch.Tensor, both: torch.Tensor, plan: MixingPlan, unmixed_patch: torch.Tensor) -> MixedTargets:
-        """All stage-2 targets: one full teacher pass over [A; M], one short pass over P.
+    def targets(
+        self,
+        fbank: torch.Tensor,
+        both: torch.Tensor,
+        plan: MixingPlan,
+        unmixed_patch: torch.Tensor,
+        mixed_index: Optional[torch.Tensor] = None,
+    ) -> MixedTargets:
+        """All stage-2 targets: one full teacher pass over ``both``, one short pass over P (SRL only).
 
         Args:
-            fbank: (B, 1, T, M) clips A; both: (2B, 1, T, M) = [A; M].
+            fbank: (B, 1, T, M) clips A; both: (2B, 1, T, M) = [A; M], or (B, 1, T, M) = M
+                alone when neither the unmixed terms nor the SRL need A's targets.
             unmixed_patch: (1 or B, L) bool, True = patch in an unmixed window.
+            mixed_index: the partner pass's positions (fast step), see :meth:`partner_layers`.
         """
         layers = self.teacher_layers(both)
-        patch = self.patch_targets(layers)  # (2B, L, D)
-        utterance = self.utterance_targets(layers, patch)  # (2B, D)
-        partner = self.patch_targets(self.partner_layers(fbank, plan, unmixed_patch))  # (B, L_mixed, D)
+        patch = self.patch_targets(layers)  # (2B or B, L, D)
+        utterance = self.utterance_targets(layers, patch)  # (2B or B, D)
+        if not self.mixing.source_retention:
+            return MixedTargets(patch, utterance, None)
+        partner = self.patch_targets(self.partner_layers(fbank, plan, unmixed_patch, mixed_index))  # (B, L_mixed, D)
         srl = source_retention_targets(patch[: fbank.shape[0]], partner, unmixed_patch)
         return MixedTargets(patch, utterance, srl)
+
+    def loss_names(self) -> Tuple[str, ...]:
+        """The terms this configuration returns, the same for every batch (ranks must agree)."""
+        names: Tuple[str, ...] = ("utterance", "patch") if self.mixing.unmixed_student else ()
+        names += ("utterance_mixed", "patch_mixed")
+        return names + (("source_retention",) if self.mixing.source_retention else ())
 
     def unmixed_patches(self, plan: MixingPlan, frames: int, device: torch.device) -> torch.Tensor:
         """(1 or B, L) bool, True = patch inside an unmixed window (time-major)."""
@@ -164,7 +198,7 @@ class SourceRetentionPretrainer(BootstrapPretrainer):
         plan: Optional[MixingPlan] = None,
         mixing_generator: Optional[torch.Generator] = None,
     ) -> PretrainingOutput:
-        """One stage-2 step's five losses.
+        """One stage-2 step's losses: the five terms, or those of :meth:`loss_names`.
 
         Args:
             fbank: (B, 1, T, M) clips A.
@@ -178,28 +212,45 @@ class SourceRetentionPretrainer(BootstrapPretrainer):
         mask = mask.bool()
         plan = plan if plan is not None else self.plan(clips, fbank.shape[2], mixing_generator)
         unmixed_patch = self.unmixed_patches(plan, fbank.shape[2], fbank.device)
-        both = torch.cat([fbank, self.mix(fbank, plan)])  # (2B, 1, T, M): [A; M]
+        index = self.index_mask(mask)
+        mixed_index = None
+        if index is not None:
+            # The fast step does all its host work here, before any heavy kernel is queued:
+            # the partners move to the device once, the partner pass's positions are listed.
+            plan = plan._replace(partners=plan.partners.to(fbank.device))
+            if self.mixing.source_retention:
+                mixed_index = mask_index(unmixed_patch.expand(clips, -1)).kept  # (B, L_mixed)
+        mixed = self.mix(fbank, plan)  # (B, 1, T, M)
+        both = torch.cat([fbank, mixed])  # (2B, 1, T, M): [A; M]
         both_mask = torch.cat([mask, mask])  # (2B * C, L)
+        own = self.mixing.unmixed_student
+        # MB-PMA: the student sees M only (half the cost); the teacher still needs A for the SRL
+        student_in, student_mask = (both, both_mask) if own else (mixed, mask)
+        teacher_in = both if own or self.mixing.source_retention else mixed
+        student_index = None if index is None else (index.cat(index) if own else index)
 
-        pred = self.student(both, both_mask, noise_generator)
-        t = self.targets(fbank, both, plan, unmixed_patch)
+        pred = self.student(student_in, student_mask, noise_generator, student_index)
+        t = self.targets(fbank, teacher_in, plan, unmixed_patch, mixed_index)
 
-        sample_size = both_mask.sum()
-        half = mask.shape[0]
-        pred_a = StudentPrediction(pred.cls[:half], pred.patches[:half])
+        sample_size = student_mask.sum()
+        half = student_mask.shape[0] - mask.shape[0]  # student rows of A: C * B, or 0
         pred_m = StudentPrediction(pred.cls[half:], pred.patches[half:])
-        patch, utterance = self.bootstrap_losses(pred_a, t.patch[:clips], t.utterance[:clips], mask, sample_size)
-        patch_m, utterance_m = self.bootstrap_losses(pred_m, t.patch[clips:], t.utterance[clips:], mask, sample_size)
-        srl = patch_loss(pred_m.patches, t.source_retention, mask, self.cfg.loss_beta, self.cfg.loss_scale)
-
-        losses = {
-            "utterance": utterance,
-            "patch": patch,
-            "utterance_mixed": utterance_m,
-            "patch_mixed": patch_m,
-            "source_retention": srl,
-        }
-        logs = self.variance_logs(pred.patches[both_mask], t.patch)
+        start_m = teacher_in.shape[0] - clips  # target rows of M
+        losses: Dict[str, torch.Tensor] = {}
+        if own:
+            pred_a = StudentPrediction(pred.cls[:half], pred.patches[:half])
+            losses["patch"], losses["utterance"] = self.bootstrap_losses(
+                pred_a, t.patch[:clips], t.utterance[:clips], mask, sample_size, index
+            )
+        losses["patch_mixed"], losses["utterance_mixed"] = self.bootstrap_losses(
+            pred_m, t.patch[start_m:], t.utterance[start_m:], mask, sample_size, index
+        )
+        if t.source_retention is not None:
+            losses["source_retention"] = patch_loss(
+                pred_m.patches, t.source_retention, mask, self.cfg.loss_beta, self.cfg.loss_scale,
+                None if index is None else index.masked,
+            )
+        logs = self.variance_logs(self.masked_patches(pred.patches, student_mask, student_index), t.patch)
         logs["masked_pct"] = mask.float().mean().detach()
         logs["mixed_fraction"] = (~unmixed_patch).float().mean().detach()
         return PretrainingOutput(losses, sample_size, logs)
@@ -209,8 +260,11 @@ class SourceRetentionPretrainer(BootstrapPretrainer):
     ) -> PretrainingOutput:
         out = super().forward(fbank, mask, noise_generator)
         zero = out.losses["patch"] * 0.0
-        losses: Dict[str, torch.Tensor] = dict(out.losses)
-        losses.update(utterance_mixed=zero, patch_mixed=zero, source_retention=zero)
+        # the same names as a mixed batch (mixtures-only training has nothing to learn here)
+        losses: Dict[str, torch.Tensor] = {name: out.losses.get(name, zero) for name in self.loss_names()}
+        for name in ("utterance_mixed", "patch_mixed", "source_retention"):
+            if name in losses:
+                losses[name] = zero
         logs = dict(out.logs)
         logs["mixed_fraction"] = torch.tensor(0.0)
         return PretrainingOutput(losses, out.sample_size, logs)
