@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 DEMO_DIR ?= $(CURDIR)/demo_data
 PKG_SOURCES := $(shell find sslam_plugin -name '*.py' -o -name '*.yaml') pyproject.toml
 
-.PHONY: venv demo demo-data test clean-demo
+.PHONY: venv demo demo-data ablation test clean-demo
 
 venv: $(VENV)/.installed
 
@@ -28,15 +28,17 @@ $(VENV)/.installed: $(VENV)/.stack $(PKG_SOURCES)
 	rm -rf build *.egg-info
 	touch $@
 
-$(DEMO_DIR)/manifests/train.tsv: scripts/make_demo_data.py | $(VENV)/.stack
+$(DEMO_DIR)/manifests/train.tsv: scripts/make_demo_data.py | $(VENV)/.installed
 	$(PY) scripts/make_demo_data.py $(DEMO_DIR)
 
 demo-data: $(DEMO_DIR)/manifests/train.tsv
 
 TRAIN := PYTHONUNBUFFERED=1 $(VENV)/bin/fairseq-hydra-train --config-dir config/pretrain
 
+# Pre-trains stage 1 (300 updates) and stage 2 (150 updates), then linearly probes
+# three encoders on features extracted once (scripts/demo_linear_eval.py).
 demo: venv demo-data
-	rm -rf $(DEMO_DIR)/runs
+	rm -rf $(DEMO_DIR)/runs/stage1 $(DEMO_DIR)/runs/stage2 $(DEMO_DIR)/runs/linear_eval
 	$(TRAIN) --config-name demo_stage1 task.data=$(DEMO_DIR)/manifests hydra.run.dir=$(DEMO_DIR)/runs/stage1
 	$(TRAIN) --config-name demo_stage2 task.data=$(DEMO_DIR)/manifests hydra.run.dir=$(DEMO_DIR)/runs/stage2 \
 		checkpoint.continue_once=$(DEMO_DIR)/runs/stage1/checkpoints/checkpoint_last.pt
@@ -46,6 +48,16 @@ demo: venv demo-data
 		--encoder stage2=$(DEMO_DIR)/runs/stage2/checkpoints/checkpoint_last.pt
 	@echo "stage 1: $(DEMO_DIR)/runs/stage1/checkpoints/checkpoint_last.pt (log: $(DEMO_DIR)/runs/stage1/hydra_train.log)"
 	@echo "stage 2: $(DEMO_DIR)/runs/stage2/checkpoints/checkpoint_last.pt (log: $(DEMO_DIR)/runs/stage2/hydra_train.log)"
+
+# Does stage 2's mixing help at equal updates? One stage-1 run, then per seed stage 2
+# (sslam) vs the same schedule without mixtures (mbua, the paper's MB-UA) for ABLATION_UPDATES updates each, both linearly
+# probed; mean +- std over seeds in $(DEMO_DIR)/runs/ablation/ablation.{md,json,png}.
+ABLATION_SEEDS ?= 1 2 3 4 5
+ABLATION_UPDATES ?= 150
+ablation: venv demo-data
+	rm -rf $(DEMO_DIR)/runs/ablation
+	PYTHONUNBUFFERED=1 $(PY) scripts/ablation.py --data $(DEMO_DIR)/manifests --runs $(DEMO_DIR)/runs/ablation \
+		--seeds $(ABLATION_SEEDS) --updates $(ABLATION_UPDATES)
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -17,10 +17,20 @@ from .data import LabelSet, Manifest, labels_for_files, multi_hot, read_clip_lab
 from .data.robust import RobustClipReader
 from .features import FbankConfig
 from .metrics import accuracy, mean_average_precision
+from .progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SplitResult", "evaluate_checkpoint", "labelled_targets", "predict_manifest", "score_split", "write_per_class_csv", "plot_per_class"]
+__all__ = [
+    "SplitResult",
+    "evaluate_checkpoint",
+    "labelled_targets",
+    "predict_manifest",
+    "score_split",
+    "write_per_class_csv",
+    "plot_per_class",
+    "write_split_report",
+]
 
 
 @dataclass
@@ -45,21 +55,25 @@ def predict_manifest(
     fbank: FbankConfig,
     batch_size: int = 16,
     device: Union[str, torch.device] = "cpu",
+    show_progress: bool = False,
 ) -> torch.Tensor:
     """Logits of every clip of ``manifest``: ``model`` maps (B, 1, T, M) features to (B, C).
 
     An unreadable clip is scored as silence and logged, so one bad file does
-    not stop an evaluation (its label still counts).
+    not stop an evaluation (its label still counts). ``show_progress``: a bar
+    on stderr when it is a terminal (:mod:`sslam_plugin.progress`).
     """
     outputs: List[torch.Tensor] = []
     batch: List[torch.Tensor] = []
     reader = RobustClipReader(manifest, fbank, policy="silence")
-    for index in range(len(manifest)):
-        batch.append(reader.read(index).features)
-        if len(batch) == batch_size or index == len(manifest) - 1:
-            x = torch.stack(batch).unsqueeze(1).to(device)  # (B, T, M) -> (B, 1, T, M)
-            outputs.append(model(x).float().cpu())
-            batch = []
+    with progress_bar(len(manifest), "scoring clips", "clip", show_progress) as bar:
+        for index in range(len(manifest)):
+            batch.append(reader.read(index).features)
+            if len(batch) == batch_size or index == len(manifest) - 1:
+                x = torch.stack(batch).unsqueeze(1).to(device)  # (B, T, M) -> (B, 1, T, M)
+                outputs.append(model(x).float().cpu())
+                bar.update(len(batch))
+                batch = []
     return torch.cat(outputs) if outputs else torch.zeros(0, 0)
 
 
@@ -104,6 +118,18 @@ def plot_per_class(
     plt.close(fig)
 
 
+def write_split_report(
+    out_dir: Union[str, Path], stem: str, labels: LabelSet, result: SplitResult, title: str
+) -> Dict[str, Path]:
+    """``{stem}_per_class_ap.csv`` and ``.png`` in ``out_dir``; returns their paths as ``csv`` and ``png``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out_dir / f"{stem}_per_class_ap.csv", "png": out_dir / f"{stem}_per_class_ap.png"}
+    write_per_class_csv(paths["csv"], labels, result.per_class_ap, result.targets)
+    plot_per_class(paths["png"], labels, result.per_class_ap, title=f"{title}: {result.metric} {result.value:.4f}")
+    return paths
+
+
 def evaluate_checkpoint(
     checkpoint: Union[str, Path],
     data: Union[str, Path],
@@ -112,6 +138,7 @@ def evaluate_checkpoint(
     batch_size: int = 16,
     device: Optional[str] = None,
     trust: bool = False,
+    show_progress: bool = False,
 ) -> Dict[str, object]:
     """Score ``checkpoint`` on ``data/split`` and write the per-class report; returns a summary.
 
@@ -135,21 +162,15 @@ def evaluate_checkpoint(
         raise ValueError(f"{checkpoint} was trained with another label order than {data / 'label_descriptors.csv'}")
     manifest = read_manifest(data / f"{split}.tsv")
     targets = labelled_targets(manifest, data / f"{split}.lbl", labels)
-    scores = predict_manifest(model.logits, manifest, model.frontend, batch_size, device)
+    scores = predict_manifest(model.logits, manifest, model.frontend, batch_size, device, show_progress)
     result: SplitResult = score_split(scores, targets, multilabel=model.head_config.activation == "sigmoid")
-
-    out_dir = out_dir or checkpoint.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{checkpoint.stem}_{split}"
-    csv_path, png_path = out_dir / f"{stem}_per_class_ap.csv", out_dir / f"{stem}_per_class_ap.png"
-    write_per_class_csv(csv_path, labels, result.per_class_ap, targets)
-    plot_per_class(png_path, labels, result.per_class_ap, title=f"{checkpoint.name} on {split}: {result.metric} {result.value:.4f}")
+    paths = write_split_report(out_dir or checkpoint.parent, f"{checkpoint.stem}_{split}", labels, result, f"{checkpoint.name} on {split}")
     return {
         "checkpoint": str(checkpoint),
         "split": split,
         "clips": len(manifest),
         "metric": result.metric,
         "value": result.value,
-        "per_class_csv": str(csv_path),
-        "chart": str(png_path),
+        "per_class_csv": str(paths["csv"]),
+        "chart": str(paths["png"]),
     }

@@ -23,6 +23,7 @@ __all__ = [
     "SAMPLE_RATE",
     "FbankConfig",
     "compute_fbank",
+    "kaldi_fbank",
     "pad_or_crop",
     "normalize_fbank",
     "waveform_to_features",
@@ -89,17 +90,60 @@ def compute_fbank(waveform: torch.Tensor, cfg: FbankConfig = FbankConfig()) -> t
         )
     wav = waveform.float()
     wav = wav - wav.mean()
-    return torchaudio.compliance.kaldi.fbank(
-        wav.unsqueeze(0),  # (1, time): kaldi wants a channel axis
-        htk_compat=True,
-        sample_frequency=SAMPLE_RATE,
-        use_energy=False,
-        window_type="hanning",
-        num_mel_bins=cfg.num_mel_bins,
-        dither=0.0,
-        frame_shift=cfg.frame_shift_ms,
-        frame_length=cfg.frame_length_ms,
+    return kaldi_fbank(wav, cfg.num_mel_bins, cfg.frame_length_ms, cfg.frame_shift_ms)
+
+
+@functools.lru_cache(maxsize=8)
+def _fbank_constants(num_mel_bins: int, window_size: int, fft_size: int) -> tuple:
+    """The Hann window of ``torchaudio.compliance.kaldi.fbank`` and its mel matrix, laid out for
+    the interleaved (re, im) squares of the spectrum: each bin's weight twice, (2 * bins, mels)."""
+    window = torch.hann_window(window_size, periodic=False)
+    mel, _ = torchaudio.compliance.kaldi.get_mel_banks(
+        num_mel_bins, fft_size, float(SAMPLE_RATE), 20.0, 0.0, 100.0, -500.0, 1.0
     )
+    mel = torch.nn.functional.pad(mel.float(), (0, 1))  # no weight on the Nyquist bin
+    return window, mel.t().repeat_interleave(2, dim=0).contiguous()
+
+
+def kaldi_fbank(
+    waveform: torch.Tensor, num_mel_bins: int = 128, frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0
+) -> torch.Tensor:
+    """``torchaudio.compliance.kaldi.fbank`` with this front end's arguments, about twice as fast.
+
+    Same steps and order: frames of ``frame_length_ms`` every ``frame_shift_ms``
+    (edges snipped), per-frame DC removal, pre-emphasis 0.97, Hann window,
+    zero-padded FFT, power spectrum, HTK mel banks, log floored at float32 eps.
+    It skips what these arguments make unused (the raw log energy torchaudio
+    always computes), keeps the window and the mel matrix between calls, and
+    sums re^2 + im^2 inside the mel product instead of squaring ``|z|`` (a hypot);
+    it equals torchaudio's to float round-off (tests/test_features.py).
+
+    Args:
+        waveform: (time,) float32 at 16 kHz (dither 0, so no randomness).
+
+    Returns:
+        (frames, num_mel_bins) log-mel energies.
+    """
+    window_size = int(SAMPLE_RATE * frame_length_ms * 0.001)
+    shift = int(SAMPLE_RATE * frame_shift_ms * 0.001)
+    fft_size = 1 << (window_size - 1).bit_length()
+    window, mel_pairs = _fbank_constants(num_mel_bins, window_size, fft_size)
+    num_frames = 1 + (waveform.numel() - window_size) // shift
+    wav = waveform.contiguous()
+    frames = wav.as_strided((num_frames, window_size), (shift * wav.stride(0), wav.stride(0)))
+    frames = frames - frames.mean(dim=1, keepdim=True)
+    padded = frames.new_zeros(num_frames, fft_size)  # the FFT's zero padding, written once
+    emphasised = padded[:, :window_size]
+    # x[t] - 0.97 * x[t-1], Kaldi repeating sample 0; multiplied then subtracted as torchaudio does
+    # (a fused x - alpha * y rounds differently, which the FFT turns into 1e-4 in quiet bins)
+    previous = frames[:, :-1] * 0.97
+    torch.sub(frames[:, 1:], previous, out=emphasised[:, 1:])
+    torch.sub(frames[:, :1], frames[:, :1] * 0.97, out=emphasised[:, :1])
+    emphasised.mul_(window)
+    squares = torch.view_as_real(torch.fft.rfft(padded)).square()  # (frames, bins, 2)
+    # re^2 + im^2 summed by the mel product itself: (frames, 2 * bins) @ (2 * bins, mels)
+    energies = torch.mm(squares.view(num_frames, -1), mel_pairs)
+    return energies.clamp_min(torch.finfo(torch.float32).eps).log()
 
 
 def pad_or_crop(fbank: torch.Tensor, target_length: int) -> torch.Tensor:

@@ -2,9 +2,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio
 
 from sslam_plugin.data import AudioLoadError, load_audio
-from sslam_plugin.features import FbankConfig, compute_fbank, normalize_fbank, pad_or_crop, waveform_to_features
+from sslam_plugin.features import (
+    FbankConfig,
+    compute_fbank,
+    kaldi_fbank,
+    normalize_fbank,
+    pad_or_crop,
+    waveform_to_features,
+)
 
 
 @pytest.mark.parametrize("clip", ["clip_16k_6s", "clip_32k_11s"])
@@ -14,6 +22,31 @@ def test_fbank_matches_golden(golden_dir, clip):
     ref = np.load(golden_dir / f"{clip}.fbank.npy")
     assert ours.shape == ref.shape == (1024, 128)
     assert np.abs(ours - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("samples", [400, 401, 559, 16000, 163840])
+@pytest.mark.parametrize("scale", [0.0, 1e-6, 0.1, 1.0])
+def test_kaldi_fbank_equals_torchaudio(samples, scale):
+    """The fast path against torchaudio's Kaldi fbank with the same arguments, quiet bins included."""
+    generator = torch.Generator().manual_seed(samples)
+    wav = torch.randn(samples, generator=generator) * scale
+    wav = wav - wav.mean()
+    reference = torchaudio.compliance.kaldi.fbank(
+        wav[None], htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning",
+        num_mel_bins=128, dither=0.0, frame_shift=10, frame_length=25,
+    )
+    ours = kaldi_fbank(wav)
+    assert ours.shape == reference.shape == (1 + (samples - 400) // 160, 128)
+    assert torch.allclose(ours, reference, rtol=0, atol=5e-6), (ours - reference).abs().max()
+
+
+def test_kaldi_fbank_other_mel_counts_and_a_strided_input():
+    wav = torch.randn(2, 8000).t()[:, 0]  # a non-contiguous view
+    reference = torchaudio.compliance.kaldi.fbank(
+        wav.contiguous()[None], htk_compat=True, sample_frequency=16000, use_energy=False,
+        window_type="hanning", num_mel_bins=64, dither=0.0, frame_shift=10, frame_length=25,
+    )
+    assert torch.allclose(kaldi_fbank(wav, num_mel_bins=64), reference, rtol=0, atol=5e-6)
 
 
 def test_pad_then_normalise_and_crop_from_start():

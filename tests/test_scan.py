@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from pathlib import Path
@@ -153,11 +154,27 @@ def test_cli(collection, tmp_path, capsys):
     assert "fraction" in capsys.readouterr().err
 
 
-def test_progress_without_tqdm(monkeypatch, caplog):
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_on_a_terminal_only(monkeypatch):
     from sslam_plugin.data import parallel
 
-    monkeypatch.setitem(sys.modules, "tqdm", None)  # as if tqdm were not installed
-    with caplog.at_level("INFO", logger="sslam_plugin.data.parallel"):
-        assert list(parallel.progress(range(20), total=20, desc="reading headers")) == list(range(20))
-    assert "reading headers: 10/20" in caplog.text and "reading headers: 20/20" in caplog.text
+    # stderr is a terminal: a tqdm bar on stderr, nothing on stdout
+    terminal, stdout = _Terminal(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert list(parallel.progress(range(20), total=20, desc="reading headers")) == list(range(20))
+    assert "reading headers" in terminal.getvalue() and "20/20" in terminal.getvalue()
+    assert stdout.getvalue() == ""
+    # --no-progress (enabled=False): no bar even on a terminal
+    terminal.seek(0), terminal.truncate()
+    assert parallel.parallel_map(abs, [-3, 4, -5, 6, -7], jobs=2, show_progress=False) == [3, 4, 5, 6, 7]
+    assert terminal.getvalue() == ""
+    # stderr redirected to a file or pipe: no bar, the output stays clean
+    piped = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", piped)
     assert parallel.parallel_map(abs, [-3, 4, -5, 6, -7], jobs=2, show_progress=True) == [3, 4, 5, 6, 7]
+    assert piped.getvalue() == ""

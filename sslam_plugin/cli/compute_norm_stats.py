@@ -19,21 +19,25 @@ import numpy as np
 
 from sslam_plugin.data import AudioLoadError, Manifest, load_audio, read_manifest
 from sslam_plugin.features import FbankConfig, compute_fbank, resample_to
+from sslam_plugin.progress import progress
 
 logger = logging.getLogger("compute_norm_stats")
 
 
-def fbank_statistics(manifest: Manifest, max_clips: int = 2000, num_mel_bins: int = 128) -> Tuple[float, float, int]:
+def fbank_statistics(
+    manifest: Manifest, max_clips: int = 2000, num_mel_bins: int = 128, show_progress: bool = False
+) -> Tuple[float, float, int]:
     """(mean, std, clips used) of the unnormalised log-mel values of up to ``max_clips`` clips.
 
-    Unreadable clips are skipped with a warning.
+    Unreadable clips are skipped with a warning. ``show_progress``: a bar on
+    stderr when it is a terminal (:mod:`sslam_plugin.progress`).
     """
     if len(manifest) == 0:
         raise ValueError(f"{manifest.path}: no clips")
     picks = np.unique(np.linspace(0, len(manifest) - 1, min(max_clips, len(manifest))).round().astype(int))
     total, total_sq, count, used = 0.0, 0.0, 0, 0
     cfg = FbankConfig(num_mel_bins=num_mel_bins)
-    for index in picks:
+    for index in progress(picks, len(picks), "reading clips", show_progress, unit="clip"):
         try:
             waveform, rate = load_audio(manifest.full_path(int(index)))
             fbank = compute_fbank(resample_to(waveform, rate), cfg).double()
@@ -54,9 +58,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("manifest", type=Path, help="a fairseq audio manifest (e.g. train.tsv)")
     parser.add_argument("--max-clips", type=int, default=2000)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    mean, std, used = fbank_statistics(read_manifest(args.manifest), args.max_clips)
+    mean, std, used = fbank_statistics(read_manifest(args.manifest), args.max_clips, show_progress=not args.no_progress)
     logger.info("%d clips of %s", used, args.manifest)
     print(f"task.norm_mean={mean:.4f} task.norm_std={std:.4f}")
 

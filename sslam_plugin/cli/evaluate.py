@@ -32,9 +32,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--trust-checkpoint", action="store_true", help="allow the full (pickle) loader")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    summary = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.out, args.batch_size, args.device, args.trust_checkpoint)
+    summary = evaluate_checkpoint(
+        args.checkpoint, args.data, args.split, args.out, args.batch_size, args.device, args.trust_checkpoint,
+        show_progress=not args.no_progress,
+    )
     if args.json:
         print(json.dumps(summary))
     else:

@@ -13,7 +13,10 @@ Arrays (float32): patch (L, D) patch tokens; time (R, D) one vector per 16-frame
 row (160 ms); utterance (D,); all (1 + L, D), CLS first. Rows holding only
 padding are dropped unless --keep-padding. Clips longer than the checkpoint's
 target_length are cropped, or with --long-clips windows cut into consecutive
-windows whose features are concatenated (utterance: averaged).
+windows whose features are concatenated (utterance: averaged); the log says
+which, once. A clip that cannot be used (undecodable, empty, NaN or Inf samples,
+shorter than 25 ms) is logged by name and counted as failed; the others are
+extracted, and the exit status is 1.
 
 Rerunning skips every clip (or shard) whose output exists; outputs are written
 to a temporary name and renamed, so an interrupted clip is recomputed.
@@ -35,10 +38,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sslam_plugin.data import AudioLoadError, ManifestError, load_audio, read_manifest
+from sslam_plugin.data.robust import failure_reason
 from sslam_plugin.data.scan import AUDIO_EXTENSIONS
 from sslam_plugin.checkpoints import DTYPES, CheckpointError
 from sslam_plugin.features import FbankConfig
 from sslam_plugin.inference import GRANULARITIES, ClipFeatures, ClipWindows, clip_windows, load_encoder
+from sslam_plugin.progress import progress_bar
 
 logger = logging.getLogger("extract_features")
 
@@ -114,8 +119,8 @@ class ClipDataset(Dataset):
         try:
             waveform, rate = load_audio(clip.path)
             return index, clip_windows(waveform, rate, self.frontend, self.long_clips)
-        except (AudioLoadError, ValueError, RuntimeError) as err:
-            return index, f"{clip.path}: {err}"
+        except (AudioLoadError, ValueError, RuntimeError) as err:  # NaN / Inf samples: AudioLoadError
+            return index, f"{clip.path}: {failure_reason(err, str(clip.path))}"
 
 
 # ----------------------------------------------------------------- outputs
@@ -178,32 +183,6 @@ def check_settings(out_dir: Path, settings: Dict[str, object], overwrite: bool) 
     path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
-# ---------------------------------------------------------------- progress
-class Progress:
-    """tqdm when available, else a log line every ~10 %."""
-
-    def __init__(self, total: int):
-        self.total, self.done, self.next_log = total, 0, max(1, total // 10)
-        try:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="clip", desc="extracting")
-        except ImportError:
-            self.bar = None
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.done >= self.next_log or self.done == self.total:
-            logger.info("%d / %d clips", self.done, self.total)
-            self.next_log += max(1, self.total // 10)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 # -------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -230,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--extensions", default=",".join(AUDIO_EXTENSIONS),
                         help="audio file extensions searched in a folder")
     parser.add_argument("--overwrite", action="store_true", help="recompute clips whose outputs exist")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     return parser
 
 
@@ -287,7 +267,8 @@ def run(model, clips: List[Clip], pending: List[Unit], todo: List[int], args: ar
         num_workers=args.num_workers,
         collate_fn=list,
     )
-    progress = Progress(len(todo))
+    # a bar on stderr when it is a terminal (sslam_plugin.progress); stdout keeps the one-line summary
+    progress = progress_bar(len(todo), "extracting", "clip", enabled=not args.no_progress)
     try:
         for batch in loader:
             ready = [(i, w) for i, w in batch if isinstance(w, ClipWindows)]

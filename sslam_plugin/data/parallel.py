@@ -1,13 +1,13 @@
-"""Ordered parallel map with an optional progress bar (tqdm when installed)."""
+"""Ordered parallel map with an optional progress bar (see :mod:`sslam_plugin.progress`)."""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import os
-import sys
-import time
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, TypeVar
+from typing import Callable, List, Optional, Sequence, TypeVar
+
+from ..progress import progress
 
 __all__ = ["default_jobs", "parallel_map", "progress"]
 
@@ -23,35 +23,6 @@ def default_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
-
-
-def _logging_progress(items: Iterable[T], total: Optional[int], desc: str) -> Iterator[T]:
-    """Fallback without tqdm: an INFO line every 10 % (or every 30 s when the total is unknown)."""
-    step = max(1, (total or 0) // 10)
-    last = time.monotonic()
-    done = 0
-    for item in items:
-        yield item
-        done += 1
-        now = time.monotonic()
-        if (total and done % step == 0) or now - last > 30:
-            logger.info("%s: %d%s", desc, done, f"/{total}" if total else "")
-            last = now
-
-
-def progress(items: Iterable[T], total: Optional[int] = None, desc: str = "", enabled: bool = True) -> Iterator[T]:
-    """Wrap ``items`` in a progress bar on stderr.
-
-    Uses tqdm when it is installed, else logs a line every 10 %; ``enabled=False``
-    returns the items unchanged.
-    """
-    if not enabled:
-        return iter(items)
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _logging_progress(items, total, desc)
-    return iter(tqdm(items, total=total, desc=desc, unit="file", file=sys.stderr, mininterval=0.5, smoothing=0.05))
 
 
 def parallel_map(
