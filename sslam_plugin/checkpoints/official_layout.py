@@ -76,13 +76,19 @@ def _decoder_config(decoder: Mapping[str, torch.Tensor], embed_dim: int) -> Opti
         "decoder_groups": embed_dim // int(conv.shape[1]),
         "decoder_kernel": int(conv.shape[2]),
         "decoder_layers": len(layers),
-        "input_dropout": 0.0,
-        "add_positions_masked": False,
-        "add_positions_all": False,
-        "decoder_residual": True,
-        "projection_layers": 1,
-        "projection_ratio": 2.0,
+        **_DECODER_CONSTANTS,
     }
+
+
+# The decoder fields of the official config that EAT's recipe never changes.
+_DECODER_CONSTANTS: Dict[str, Any] = {
+    "input_dropout": 0.0,
+    "add_positions_masked": False,
+    "add_positions_all": False,
+    "decoder_residual": True,
+    "projection_layers": 1,
+    "projection_ratio": 2.0,
+}
 
 
 def _recipe_decoder(embed_dim: int) -> Dict[str, Any]:
@@ -92,12 +98,7 @@ def _recipe_decoder(embed_dim: int) -> Dict[str, Any]:
         "decoder_groups": 16,
         "decoder_kernel": 3,
         "decoder_layers": 6,
-        "input_dropout": 0.0,
-        "add_positions_masked": False,
-        "add_positions_all": False,
-        "decoder_residual": True,
-        "projection_layers": 1,
-        "projection_ratio": 2.0,
+        **_DECODER_CONSTANTS,
     }
 
 
