@@ -54,6 +54,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
+# The decoder fields of the official config that EAT's recipe never changes.
+_DECODER_CONSTANTS: Dict[str, Any] = {
+    "input_dropout": 0.0,
+    "add_positions_masked": False,
+    "add_positions_all": False,
+    "decoder_residual": True,
+    "projection_layers": 1,
+    "projection_ratio": 2.0,
+}
+
 # the official fine-tuning model's fc_norm: nn.LayerNorm(embed_dim, eps=1e-6)
 OFFICIAL_FC_NORM_EPS = 1e-6
 # front-end flags of the official task/model and the normalisation each selects
@@ -78,17 +89,6 @@ def _decoder_config(decoder: Mapping[str, torch.Tensor], embed_dim: int) -> Opti
         "decoder_layers": len(layers),
         **_DECODER_CONSTANTS,
     }
-
-
-# The decoder fields of the official config that EAT's recipe never changes.
-_DECODER_CONSTANTS: Dict[str, Any] = {
-    "input_dropout": 0.0,
-    "add_positions_masked": False,
-    "add_positions_all": False,
-    "decoder_residual": True,
-    "projection_layers": 1,
-    "projection_ratio": 2.0,
-}
 
 
 def _recipe_decoder(embed_dim: int) -> Dict[str, Any]:
