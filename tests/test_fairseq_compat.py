@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import socket
 from argparse import Namespace
 from pathlib import Path
@@ -73,3 +75,69 @@ def test_broadcast_gather_ddp_and_stop_agreement_on_gloo(tmp_path):
         # d/dw sum(w.x + b) = x; the mean of x = 1 and x = 2 over the ranks
         assert torch.allclose(result["grad"], torch.full((1, 2), 1.5))
         assert result["stop"]  # rank 1's signal stops both
+
+
+# ------------------------------------------------------------------ foreach Adam
+def _adam_pair(**config):
+    """Two fairseq Adams on equal parameters: one stepped by foreach_step, one by fairseq's own step."""
+    from fairseq.optim.adam import Adam
+
+    from sslam_plugin.training import adam, fairseq_compat
+
+    fairseq_compat.install()
+    # what the trainer's FairseqAdam now runs (torch wraps a step in a profiling hook once built)
+    assert inspect.unwrap(Adam.step) is inspect.unwrap(adam.foreach_step)
+    torch.manual_seed(0)
+    shapes = [(7, 5), (5,), (3, 4, 2), (1,)]
+    ours = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+
+    def groups(ps):  # with and without weight decay, as the recipes
+        return [{"params": ps[:2], "weight_decay": 0.05}, {"params": ps[2:], "weight_decay": 0.0}]
+
+    return ours, theirs, Adam(groups(ours), **config), Adam(groups(theirs), **config)
+
+
+def _step_both(ours, theirs, opt_ours, opt_theirs, seed, skip=None):
+    from sslam_plugin.training import adam
+
+    generator = torch.Generator().manual_seed(seed)
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        grad = torch.randn(a.shape, generator=generator)
+        a.grad = None if i == skip else grad.clone()
+        b.grad = None if i == skip else grad.clone()
+    adam.foreach_step(opt_ours)
+    adam.fairseq_step(opt_theirs)
+
+
+def test_foreach_adam_is_fairseqs_adam_bit_for_bit_and_resumes():
+    ours, theirs, opt_ours, opt_theirs = _adam_pair(lr=1e-2, betas=(0.9, 0.95), eps=1e-8)
+    for seed in range(5):
+        _step_both(ours, theirs, opt_ours, opt_theirs, seed)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+        assert torch.equal(opt_ours.state[a]["exp_avg_sq"], opt_theirs.state[b]["exp_avg_sq"])
+        assert opt_ours.state[a]["step"] == opt_theirs.state[b]["step"] == 5
+    assert not torch.equal(ours[0], theirs[0].detach() * 0)  # the parameters did move
+    # a checkpoint of one loads into the other, and training goes on identically
+    opt_ours.load_state_dict(copy.deepcopy(opt_theirs.state_dict()))  # load shares same-device tensors
+    for seed in range(5, 8):
+        _step_both(ours, theirs, opt_ours, opt_theirs, seed)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+
+
+def test_foreach_adam_falls_back_where_it_cannot_batch():
+    # amsgrad, and a parameter without a gradient (its step count falls behind)
+    ours, theirs, opt_ours, opt_theirs = _adam_pair(lr=1e-2, betas=(0.9, 0.95), eps=1e-8, amsgrad=True)
+    for seed in range(3):
+        _step_both(ours, theirs, opt_ours, opt_theirs, seed)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+    ours, theirs, opt_ours, opt_theirs = _adam_pair(lr=1e-2, betas=(0.9, 0.95), eps=1e-8)
+    _step_both(ours, theirs, opt_ours, opt_theirs, 0, skip=1)
+    _step_both(ours, theirs, opt_ours, opt_theirs, 1)  # group 0 now holds steps 1 and 2
+    assert {opt_ours.state[p]["step"] for p in ours[:2]} == {1, 2}
+    _step_both(ours, theirs, opt_ours, opt_theirs, 2)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
