@@ -41,6 +41,7 @@ import torchaudio
 
 from sslam_plugin.data.audio import load_audio
 from sslam_plugin.data.manifest import read_manifest
+from sslam_plugin.data.workers import keep_freed_memory_for_reuse
 from sslam_plugin.features import FbankConfig, compute_fbank, normalize_fbank, pad_or_crop, resample_to
 from sslam_plugin.masking import inverse_block_mask, mask_rng
 
@@ -130,6 +131,8 @@ def public_item(path: str, cfg: FbankConfig, grid: tuple, copies: int, generator
 def bench_worker(job: Dict) -> Dict[str, float]:
     """Process ``job['paths']`` once (after one warm-up clip); returns seconds per stage and the clip count."""
     torch.set_num_threads(1)
+    if job["worker_setup"]:
+        keep_freed_memory_for_reuse()  # what the training dataset's worker_init_fn does
     cfg: FbankConfig = job["fbank"]
     grid = (cfg.target_length // job["patch_size"], cfg.num_mel_bins // job["patch_size"])
     totals = dict.fromkeys(STAGES, 0.0)
@@ -178,12 +181,12 @@ def bench_worker(job: Dict) -> Dict[str, float]:
 
 def run(
     paths: Sequence[str], workers: int, fbank: FbankConfig, patch_size: int, clone_batch: int,
-    compare_public: bool = True,
+    compare_public: bool = True, worker_setup: bool = True,
 ) -> Dict[str, float]:
     jobs = [
         {
             "paths": list(paths[w:]) + list(paths[:w]), "fbank": fbank, "patch_size": patch_size,
-            "clone_batch": clone_batch, "compare_public": compare_public,
+            "clone_batch": clone_batch, "compare_public": compare_public, "worker_setup": worker_setup,
         }
         for w in range(workers)
     ]
@@ -220,6 +223,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--compare-public", action=argparse.BooleanOptionalAction, default=True,
         help="also time the public EAT data path on the same files, in turn (default: on)",
     )
+    parser.add_argument(
+        "--worker-setup", action=argparse.BooleanOptionalAction, default=True,
+        help="set each worker up as training's DataLoader workers are (data.workers: freed buffers kept "
+        "for reuse); applies to both paths, which share the worker (default: on)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     report = []
@@ -233,11 +241,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             paths = make_clips(Path(tmp), args.clips, args.seconds, args.sample_rate, args.channels, args.format)
             source = f"{len(paths)} synthetic {args.seconds:g} s {args.format} clips, {args.sample_rate} Hz, {args.channels} ch"
-        print(f"{source}; target_length {args.target_length}, clone_batch {args.clone_batch}; torch threads per worker: 1")
+        setup = "training's worker set-up" if args.worker_setup else "no worker set-up"
+        print(f"{source}; target_length {args.target_length}, clone_batch {args.clone_batch}; "
+              f"torch threads per worker: 1; {setup}")
         print(f"{'workers':>7} {'clips/s/worker':>15} {'clips/s total':>14} " + " ".join(f"{s + ' ms':>11}" for s in STAGES))
         for workers in args.workers:
-            r = run(paths, workers, fbank, args.patch_size, args.clone_batch, args.compare_public)
-            report.append(dict(r, workers=workers, source=source))
+            r = run(paths, workers, fbank, args.patch_size, args.clone_batch, args.compare_public, args.worker_setup)
+            report.append(dict(r, workers=workers, source=source, worker_setup=args.worker_setup))
             print(
                 f"{workers:>7} {r['per_worker']:>15.1f} {r['total']:>14.1f} "
                 + " ".join(f"{r[s]:>11.2f}" for s in STAGES)

@@ -19,6 +19,7 @@ from omegaconf import MISSING
 
 from ..data import LabelSet, read_label_descriptors
 from ..data.labelled import LabelledClips, load_labelled_split
+from ..data.workers import worker_init_fn
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD
 from .resume import resolve_launch_path
 from .task import FbankTask
@@ -37,6 +38,9 @@ class LabelledFbankDataset(FairseqDataset):
 
     def __len__(self) -> int:
         return len(self.clips)
+
+    # fairseq's iterator passes this to its DataLoader: workers keep their freed buffers
+    worker_init_fn = staticmethod(worker_init_fn)
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         return self.clips[index]

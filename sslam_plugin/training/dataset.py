@@ -11,6 +11,7 @@ from fairseq.data import FairseqDataset
 
 from ..data.manifest import Manifest
 from ..data.robust import ClipFailure, RobustClipReader
+from ..data.workers import worker_init_fn
 from ..features import FbankConfig
 from ..masking import inverse_block_mask, mask_rng
 from ..randomness import batch_seed
@@ -84,6 +85,9 @@ class FbankMaskDataset(FairseqDataset):
     def features(self, index: int) -> torch.Tensor:
         """(1, T, M) features of clip ``index``; raises AudioLoadError."""
         return self.reader.features(index).unsqueeze(0)
+
+    # fairseq's iterator passes this to its DataLoader: workers keep their freed buffers
+    worker_init_fn = staticmethod(worker_init_fn)
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         clip = self.reader.read(index)
