@@ -177,3 +177,15 @@ def test_benchmark_runs_both_modes_on_the_cpu(tmp_path, monkeypatch):
     for summary in summaries:
         assert summary["first_step_max_rel_diff"] == 0.0 and summary["same_loss_names"]
     assert sorted(p.name for p in (tmp_path / "prof").iterdir())[0].startswith("profile_stage1")
+
+
+def test_teacher_target_error_under_autocast():
+    """float32 leaves the targets unchanged; bf16 autocast moves them by bf16's round-off, not more."""
+    torch.manual_seed(0)
+    model = BootstrapPretrainer(tiny_config())
+    fbank = torch.randn(2, 1, 64, 128)
+    exact = bench.teacher_target_error(model, fbank, torch.float32)
+    assert exact == {"patch": 0.0, "utterance": 0.0}
+    low = bench.teacher_target_error(model, fbank, torch.bfloat16)
+    # bf16 keeps 8 bits of mantissa (relative step 2**-8 = 0.004); a few blocks compound it
+    assert 1e-4 < low["patch"] < 5e-2 and 1e-4 < low["utterance"] < 5e-2, low

@@ -406,6 +406,27 @@ def golden_check(golden: Path, device: torch.device) -> Dict[str, float]:
     return out
 
 
+@torch.no_grad()
+def teacher_target_error(model: BootstrapPretrainer, fbank: torch.Tensor, dtype: torch.dtype) -> Dict[str, float]:
+    """How far the teacher's targets move when its forward runs under ``dtype`` autocast.
+
+    Training runs the float32 teacher under autocast in the student's precision
+    (``BootstrapPretrainer.teacher_layers``); this compares the patch and
+    utterance targets of that pass with a float32 pass on the same clips, as
+    ``||low - ref|| / ||ref||``.
+    """
+    ref_layers = model.teacher_layers(fbank.float())
+    low_layers = model.teacher_layers(fbank.to(dtype))
+    ref_patch, low_patch = model.patch_targets(ref_layers), model.patch_targets(low_layers)
+    ref_utt = model.utterance_targets(ref_layers, ref_patch)
+    low_utt = model.utterance_targets(low_layers, low_patch)
+
+    def relative(low: torch.Tensor, ref: torch.Tensor) -> float:
+        return float((low.float() - ref.float()).norm() / ref.float().norm())
+
+    return {"patch": relative(low_patch, ref_patch), "utterance": relative(low_utt, ref_utt)}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="base")
@@ -425,6 +446,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--golden", type=Path, default=None, help="folder of the golden reference (optional)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--dtypes", default="float32,float16,bfloat16", help="CUDA precisions to run")
+    parser.add_argument(
+        "--teacher-accuracy", action=argparse.BooleanOptionalAction, default=True,
+        help="compare the teacher's targets under fp16/bf16 autocast with float32 ones (bf16 only on the CPU)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -441,6 +466,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.golden is not None:
         results["golden_max_abs_diff"] = golden_check(args.golden, device)
         print(json.dumps({"golden_max_abs_diff": results["golden_max_abs_diff"]}), flush=True)
+    if args.teacher_accuracy:
+        model = build(args.size, 1, device)
+        fbank = torch.randn(args.batch, 1, args.frames, 128, generator=torch.Generator().manual_seed(0)).to(device)
+        low = [torch.float16, torch.bfloat16] if device.type == "cuda" else [torch.bfloat16]
+        results["teacher_target_rel_error"] = {str(d).replace("torch.", ""): teacher_target_error(model, fbank, d)
+                                               for d in low}
+        print(json.dumps({"teacher_target_rel_error": results["teacher_target_rel_error"]}), flush=True)
+        del model
     results["cases"] = []
     interleave = device.type == "cpu" if args.interleave is None else args.interleave
     for stage in [int(x) for x in args.stages.split(",")]:
