@@ -41,7 +41,7 @@ from .data.robust import RobustClipReader
 from .evaluation import SplitResult, labelled_targets, score_split
 from .features import FbankConfig
 from .inference import PretrainedAudioEncoder
-from .models.classifier import classify, pooling_name
+from .models.classifier import classification_head, classify, pooling_name
 from .models.encoder import EncoderConfig
 from .progress import progress, progress_bar
 
@@ -108,11 +108,8 @@ class LinearHead(nn.Module):
 
     def __init__(self, dim: int, num_classes: int, use_fc_norm: bool = True, seed: int = 1):
         super().__init__()
-        self.fc_norm = nn.LayerNorm(dim, eps=1e-6) if use_fc_norm else None
-        self.head = nn.Linear(dim, num_classes)
         generator = torch.Generator().manual_seed(seed)  # its own generator: the global one is left alone
-        nn.init.trunc_normal_(self.head.weight, std=0.02, generator=generator)
-        nn.init.zeros_(self.head.bias)
+        self.fc_norm, self.head = classification_head(dim, num_classes, use_fc_norm, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return classify(x, self.fc_norm, self.head)

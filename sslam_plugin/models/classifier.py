@@ -5,7 +5,7 @@ Dimensions: N = clips, L = patches, D = width, C = classes.
 
 from __future__ import annotations
 
-from typing import Optional, Set
+from typing import Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
@@ -38,6 +38,18 @@ def classify(pooled: torch.Tensor, fc_norm: Optional[nn.LayerNorm], head: nn.Lin
     return head(fc_norm(pooled) if fc_norm is not None else pooled)
 
 
+def classification_head(
+    dim: int, num_classes: int, use_fc_norm: bool = True, generator: Optional[torch.Generator] = None
+) -> Tuple[Optional[nn.LayerNorm], nn.Linear]:
+    """The official fine-tuning head: ``fc_norm`` (LayerNorm, eps 1e-6; optional) and a linear layer
+    with trunc-normal(0.02) weights and zero bias (``generator``: draw them from it, not the global one)."""
+    fc_norm = nn.LayerNorm(dim, eps=1e-6) if use_fc_norm else None
+    head = nn.Linear(dim, num_classes)
+    nn.init.trunc_normal_(head.weight, std=0.02, generator=generator)
+    nn.init.zeros_(head.bias)
+    return fc_norm, head
+
+
 class AudioClassifier(nn.Module):
     """``head(fc_norm(pool(encoder(fbank))))``.
 
@@ -62,10 +74,7 @@ class AudioClassifier(nn.Module):
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.pooling = pooling
         self.encoder = AudioEncoder(encoder_cfg)
-        self.fc_norm = nn.LayerNorm(encoder_cfg.embed_dim, eps=1e-6) if use_fc_norm else None
-        self.head = nn.Linear(encoder_cfg.embed_dim, num_classes)
-        nn.init.trunc_normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
+        self.fc_norm, self.head = classification_head(encoder_cfg.embed_dim, num_classes, use_fc_norm)
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             self.encoder.requires_grad_(False)
