@@ -189,3 +189,69 @@ def test_teacher_target_error_under_autocast():
     low = bench.teacher_target_error(model, fbank, torch.bfloat16)
     # bf16 keeps 8 bits of mantissa (relative step 2**-8 = 0.004); a few blocks compound it
     assert 1e-4 < low["patch"] < 5e-2 and 1e-4 < low["utterance"] < 5e-2, low
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_compiled_modules_give_the_eager_losses_and_gradients(stage):
+    """``compile_modules`` (torch.compile of the blocks and decoder) changes neither the losses, the
+    gradients nor the checkpoint's parameter names; compiled kernels may reorder sums (round-off only)."""
+    eager, _ = plain_and_fast(stage)
+    eager.cfg.fast_step = True
+    compiled = copy.deepcopy(eager)
+    compiled.cfg = copy.deepcopy(eager.cfg)
+    compiled.cfg.compile_modules = True
+    compiled.compile_modules()
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    fbank, mask = make_batch()
+    a, b = one_step(eager, fbank, mask), one_step(compiled, fbank, mask)
+    assert sorted(a.losses) == sorted(b.losses)
+    for name in a.losses:
+        torch.testing.assert_close(b.losses[name], a.losses[name], rtol=1e-5, atol=1e-4, msg=name)
+    grads = 0
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+            grads += 1
+    assert grads > 20  # the encoder's and the decoder's parameters all received gradients
+
+
+def test_compile_mode_is_checked():
+    with pytest.raises(ValueError, match="compile_mode must be one of"):
+        tiny_config(compile_mode="fastest").validate()
+
+
+def test_benchmark_records_a_failed_case_and_runs_the_others(tmp_path, monkeypatch):
+    """Out of memory or a compiler error in one case leaves an error entry, not a lost run."""
+    monkeypatch.setitem(
+        bench.SIZES, "test", dict(encoder=dict(embed_dim=32, depth=2, num_heads=2), decoder=dict(dim=32, layers=2))
+    )
+    real_build = bench.build
+
+    def build(*args, compile_modules=False, **kwargs):
+        if compile_modules:
+            raise RuntimeError("the compiler failed\nlong traceback")
+        return real_build(*args, **kwargs)
+
+    real_step = bench.Case._step
+
+    def step(self, timed):
+        if self.stage == 2 and self.mode == "fast" and self.updates == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        real_step(self, timed)
+
+    monkeypatch.setattr(bench, "build", build)
+    monkeypatch.setattr(bench.Case, "_step", step)
+    out = tmp_path / "bench.json"
+    argv = ["--size", "test", "--batch", "2", "--frames", "128", "--steps", "2", "--compile",
+            "--no-teacher-accuracy", "--json", str(out)]
+    assert bench.main(argv) == 0
+    cases = {(c["stage"], c["mode"]): c for c in json.loads(out.read_text())["cases"] if "mode" in c}
+    assert set(cases) == {(s, m) for s in (1, 2) for m in ("plain", "fast", "compiled")}
+    assert cases[1, "compiled"]["error"] == "RuntimeError: the compiler failed"
+    assert cases[2, "compiled"]["error"] == "RuntimeError: the compiler failed"
+    assert cases[2, "fast"]["error"].startswith("OutOfMemoryError: CUDA out of memory")
+    for ok in ((1, "plain"), (1, "fast"), (2, "plain")):
+        assert "error" not in cases[ok] and len(cases[ok]["step_ms_all"]) == 2
+    compared = [(c["stage"], c["compare"]) for c in json.loads(out.read_text())["cases"] if "compare" in c]
+    assert compared == [(1, "fast vs plain")]  # nothing to compare where one side failed

@@ -12,18 +12,23 @@ initial weights, so the speed-up is a ratio from one run:
   EMA loop, ``torch.optim.Adam`` defaults, a finite check per gradient);
 - ``fast``: ``PretrainingConfig.fast_step`` (index lists built once per step,
   one host sync, foreach EMA), fused Adam (foreach on the CPU) with the
-  unscale and finite check in one multi-tensor kernel; ``--compile`` adds
-  ``compile_modules`` (torch.compile of the blocks and decoder).
+  unscale and finite check in one multi-tensor kernel;
+- ``compiled``: the fast step with ``compile_modules`` (torch.compile of the
+  blocks and decoder, ``--compile-mode``); ``--compile`` adds it to ``--modes``.
 
 The first-step losses of the modes are compared (``first_step_max_rel_diff``).
 MFU = FLOPs counted from the shapes (:mod:`sslam_plugin.models.flops`) / step
 time / the device's peak for the precision: ``--peak-tflops``, else a built-in
 table of dense tensor-core peaks for known GPUs (none for the CPU).
 ``--profile DIR`` writes a torch.profiler breakdown of one step per case.
+A case that fails (out of memory, a compiler error) is recorded with its error
+and the others still run; ``--json`` is rewritten after every case, so a run
+stopped part way keeps what it measured.
 
 Usage:
     sslam-benchmark pretraining [--size base|small|tiny] [--batch 12] [--frames 1024]
-        [--steps 5] [--modes plain,fast] [--dtypes float16,bfloat16] [--compile]
+        [--steps 5] [--modes plain,fast,compiled] [--dtypes float16,bfloat16]
+        [--compile] [--compile-mode default|reduce-overhead|...]
         [--peak-tflops T] [--profile DIR] [--golden DIR] [--json OUT]
 """
 
@@ -45,6 +50,7 @@ from sslam_plugin.masking import inverse_block_mask
 from sslam_plugin.mixing import MixingConfig
 from sslam_plugin.models import BootstrapPretrainer, DecoderConfig, EncoderConfig, PretrainingConfig
 from sslam_plugin.models.flops import StepShape, step_flops
+from sslam_plugin.models.pretraining import COMPILE_MODES
 from sslam_plugin.models.source_retention import SourceRetentionPretrainer
 
 logger = logging.getLogger(__name__)
@@ -54,7 +60,7 @@ SIZES = {
     "small": dict(encoder=dict(embed_dim=192, depth=12, num_heads=3), decoder=dict(dim=192, layers=6)),
     "tiny": dict(encoder=dict(embed_dim=192, depth=2, num_heads=3), decoder=dict(dim=192, layers=2)),
 }
-MODES = ("plain", "fast")
+MODES = ("plain", "fast", "compiled")
 
 # Dense (no sparsity) peak TFLOP/s by precision; float32 without TF32, as torch's default for matmuls.
 # Matched against torch.cuda.get_device_name() in order, first substring wins.
@@ -88,7 +94,10 @@ def model_flops_utilisation(flops: float, seconds: float, peak: Optional[float])
     return flops / seconds / (peak * 1e12)
 
 
-def build(size: str, stage: int, device: torch.device, fast: bool = True, compile_modules: bool = False) -> BootstrapPretrainer:
+def build(
+    size: str, stage: int, device: torch.device, fast: bool = True, compile_modules: bool = False,
+    compile_mode: str = "default",
+) -> BootstrapPretrainer:
     spec = SIZES[size]
     cfg = PretrainingConfig(
         encoder=EncoderConfig(**spec["encoder"]),
@@ -98,6 +107,7 @@ def build(size: str, stage: int, device: torch.device, fast: bool = True, compil
         utterance_target_layers=None if stage == 1 else 1,
         fast_step=fast,
         compile_modules=compile_modules,
+        compile_mode=compile_mode,
     )
     model = BootstrapPretrainer(cfg) if stage == 1 else SourceRetentionPretrainer(cfg, MixingConfig(enabled=True))
     return model.to(device)
@@ -203,23 +213,45 @@ class Case:
 
     def __init__(self, size: str, stage: int, dtype: torch.dtype, mode: str, args: argparse.Namespace, device: torch.device):
         self.size, self.stage, self.dtype, self.args, self.device = size, stage, dtype, args, device
-        self.fast = mode == "fast"
-        self.compiled = self.fast and args.compile
-        self.mode = mode + ("+compile" if self.compiled else "")
-        torch.manual_seed(0)  # the same initial weights in every mode
-        model = build(size, stage, device, fast=self.fast, compile_modules=self.compiled)
-        self.model = model.to(dtype)  # as fairseq's --fp16 / --bf16: the teacher stays float32
-        self.model.train()
-        self.harness = _Harness(self.model, dtype, self.fast, device)
-        self.fbank, self.mask = batch(args.batch, args.frames, self.model.cfg.clone_batch, device, dtype)
+        self.mode = mode
+        self.compiled = mode == "compiled"
+        self.fast = mode in ("fast", "compiled")
+        self.error: Optional[str] = None
         self.times: List[float] = []
         self.updates = 0
         self.finite = self.grads_finite = True
         self.first: Dict[str, float] = {}
         self.first_finite = True
         self.losses: Dict[str, float] = {}
+        self.model = self.harness = None  # type: ignore[assignment]
+        try:
+            torch.manual_seed(0)  # the same initial weights in every mode
+            model = build(size, stage, device, fast=self.fast, compile_modules=self.compiled,
+                          compile_mode=args.compile_mode)
+            self.model = model.to(dtype)  # as fairseq's --fp16 / --bf16: the teacher stays float32
+            self.model.train()
+            self.harness = _Harness(self.model, dtype, self.fast, device)
+            self.fbank, self.mask = batch(args.batch, args.frames, self.model.cfg.clone_batch, device, dtype)
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory: recorded, the other cases run
+            self.fail(exc)
 
     def step(self, timed: bool) -> None:
+        """One step; an exception marks the case failed (kept in :meth:`result`) instead of ending the run."""
+        if self.error is not None:
+            return
+        try:
+            self._step(timed)
+        except Exception as exc:  # noqa: BLE001 - one case's failure must not lose the others' figures
+            self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        logger.error("stage %d %s %s failed: %s", self.stage, self.dtype, self.mode, self.error)
+        self.model = self.harness = None  # type: ignore[assignment]  # free its memory for the next case
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _step(self, timed: bool) -> None:
         _sync(self.device)
         start = time.perf_counter()
         self.updates += 1
@@ -238,6 +270,10 @@ class Case:
 
     def result(self) -> Dict[str, Any]:
         args = self.args
+        if self.error is not None or not self.times:
+            return {"size": self.size, "stage": self.stage, "dtype": str(self.dtype).replace("torch.", ""),
+                    "mode": self.mode, "clips": args.batch, "frames": args.frames,
+                    "error": self.error or "no timed step"}
         seconds = float(np.median(self.times))
         shape = step_shape(self.model, args.batch, args.frames, self.mask.cpu())
         flops = step_flops(self.model.cfg.encoder, self.model.cfg.decoder, shape)
@@ -293,8 +329,13 @@ def run_cases(cases: List[Case], steps: int, interleave: bool, profile_dir: Opti
             for _ in range(steps):
                 case.step(timed=True)
         result = case.result()
-        if profile_dir is not None:
-            result["profile"] = profile_step(case.harness, case.fbank, case.mask, case.updates + 1, case.device, profile_dir, result)
+        if profile_dir is not None and "error" not in result:
+            try:
+                result["profile"] = profile_step(
+                    case.harness, case.fbank, case.mask, case.updates + 1, case.device, profile_dir, result
+                )
+            except Exception as exc:  # noqa: BLE001 - the timings stand without the profile
+                result["profile_error"] = f"{type(exc).__name__}: {exc}"
         results.append(result)
         if not interleave:
             _release(case)
@@ -434,8 +475,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--frames", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per case (after the warm-up)")
     parser.add_argument("--stages", default="1,2", help="stages to run")
-    parser.add_argument("--modes", default="plain,fast", help="plain (the straightforward step), fast, or both")
-    parser.add_argument("--compile", action="store_true", help="fast mode also compiles the blocks and decoder")
+    parser.add_argument(
+        "--modes", default="plain,fast",
+        help="comma-separated: plain (the straightforward step), fast, compiled (fast + torch.compile)",
+    )
+    parser.add_argument("--compile", action="store_true", help="add the compiled mode to --modes")
+    parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="default", help="torch.compile mode")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for the precision (MFU)")
     parser.add_argument("--profile", type=Path, default=None, help="profile one step per case into this folder")
     parser.add_argument(
@@ -454,7 +499,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     modes = [m for m in args.modes.split(",") if m]
-    if not set(modes) <= set(MODES):
+    if args.compile and "compiled" not in modes:
+        modes.append("compiled")
+    if not modes or not set(modes) <= set(MODES):
         parser.error(f"--modes takes {', '.join(MODES)}, got {args.modes}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")] if device.type == "cuda" else [torch.float32]
@@ -481,16 +528,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             cases = [Case(args.size, stage, dtype, mode, args, device) for mode in modes]
             by_mode = {}
             for result in run_cases(cases, args.steps, interleave, args.profile):
-                by_mode[result["mode"].split("+")[0]] = result
+                by_mode[result["mode"]] = result
                 results["cases"].append(result)
                 print(json.dumps(result), flush=True)
-            if len(by_mode) == 2:
-                summary = compare(by_mode["plain"], by_mode["fast"])
+                _write(args.json, results)
+            plain = by_mode.get("plain")
+            for mode in ("fast", "compiled"):
+                other = by_mode.get(mode)
+                if plain is None or other is None or "error" in plain or "error" in other:
+                    continue
+                summary = compare(plain, other)
                 results["cases"].append(summary)
                 print(json.dumps(summary), flush=True)
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=1))
-    return 0
+            _write(args.json, results)
+    failed = [c for c in results["cases"] if "error" in c]
+    return 1 if failed and len(failed) == len([c for c in results["cases"] if "mode" in c]) else 0
+
+
+def _write(path: Optional[Path], results: Dict[str, Any]) -> None:
+    if path is not None:
+        path.write_text(json.dumps(results, indent=1))
 
 
 def _paired_speedup(plain: List[float], fast: List[float]) -> Optional[float]:

@@ -26,6 +26,8 @@ from .targets import average_layer_targets, compute_var
 
 __all__ = ["PretrainingConfig", "PretrainingOutput", "BootstrapPretrainer"]
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 @dataclass
 class PretrainingConfig:
@@ -60,12 +62,21 @@ class PretrainingConfig:
             "round-off, a slow first step (opt-in)"
         },
     )
+    compile_mode: str = field(
+        default="default",
+        metadata={
+            "help": "torch.compile mode when compile_modules is set: default, reduce-overhead (CUDA graphs), "
+            "max-autotune or max-autotune-no-cudagraphs"
+        },
+    )
 
     def validate(self) -> None:
         self.encoder.validate()
         self.decoder.validate(self.encoder.embed_dim)
         if self.clone_batch < 1:
             raise ValueError(f"clone_batch must be >= 1, got {self.clone_batch}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.average_top_k_layers < 1:
             raise ValueError(f"average_top_k_layers must be >= 1, got {self.average_top_k_layers}")
         for name in ("ema_decay", "ema_end_decay"):
@@ -105,8 +116,8 @@ class BootstrapPretrainer(nn.Module):
         a small graph, and the Python loop over layers (targets) stays eager.
         """
         for block in list(self.encoder.blocks) + list(self.teacher.encoder.blocks):
-            block.compile(dynamic=False)
-        self.decoder.compile(dynamic=False)
+            block.compile(dynamic=False, mode=self.cfg.compile_mode)
+        self.decoder.compile(dynamic=False, mode=self.cfg.compile_mode)
 
     def no_weight_decay(self) -> Set[str]:
         """Trained parameters without weight decay: the encoder's, and the decoder's norms and biases."""
