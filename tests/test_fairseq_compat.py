@@ -141,3 +141,165 @@ def test_foreach_adam_falls_back_where_it_cannot_batch():
     _step_both(ours, theirs, opt_ours, opt_theirs, 2)
     for a, b in zip(ours, theirs):
         assert torch.equal(a, b)
+
+
+# ------------------------------------------------- mixed-precision bookkeeping
+_FP16_REPLACED = ("_sync_fp16_grads_to_fp32", "_sync_fp32_params_to_fp16", "zero_grad", "state_dict", "load_state_dict")
+
+
+def _mixed_precision_run(dtype, fairseqs_own, monkeypatch, steps=6, resume_at=None):
+    """A trainer's update sequence on a small half model through fairseq's FP16Optimizer.
+
+    With ``resume_at``, the model and optimiser are saved after that many steps
+    (through ``torch.save`` / ``torch.load(weights_only=True)``, as a checkpoint),
+    rebuilt from scratch, loaded and stepped on. Returns everything the run leaves
+    behind: half and master weights, gradient norms, loss scales and the Adam state.
+    """
+    import io
+
+    from fairseq import optim, utils
+    from fairseq.optim import fp16_optimizer
+    from omegaconf import OmegaConf
+
+    from sslam_plugin.training import fairseq_compat
+
+    fairseq_compat.install()
+    bf16 = dtype == torch.bfloat16
+    cfg = OmegaConf.create({
+        "common": {"fp16_no_flatten_grads": True, "bf16": bf16, "fp16_init_scale": 4, "fp16_scale_window": 2,
+                   "fp16_scale_tolerance": 0.0, "threshold_loss_scale": None, "min_loss_scale": 1e-4,
+                   "model_parallel_size": 1},
+        "optimization": {"update_freq": [1], "lr": [1e-2]},
+        "distributed_training": {"distributed_world_size": 1},
+        "optimizer": {"_name": "adam", "adam_betas": "(0.9, 0.98)", "adam_eps": 1e-6, "weight_decay": 0.01,
+                      "lr": [1e-2], "use_old_adam": False, "fp16_adam_stats": False, "tpu": False},
+    })
+
+    def build():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 3))
+        model.unused = torch.nn.Linear(3, 3)  # no gradient reaches it: fairseq gives it a zero one
+        model[0].bias.requires_grad_(False)
+        model = model.to(dtype)
+        params = [p for p in model.parameters() if p.requires_grad or p is model[0].bias]
+        return model, optim.FP16Optimizer.build_optimizer(cfg, params)
+
+    generator = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(8, 6, generator=generator).to(dtype) for _ in range(steps)]
+    with monkeypatch.context() as patch:
+        if fairseqs_own:
+            for name in _FP16_REPLACED:
+                patch.setattr(fp16_optimizer._FP16OptimizerMixin, name, fairseq_compat.original(name))
+            patch.setattr(utils, "clip_grad_norm_", fairseq_compat.original("clip_grad_norm_"))
+        model, opt = build()
+        norms, scales = [], []
+        for step in range(steps):
+            if step == resume_at:
+                buffer = io.BytesIO()
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, buffer)
+                buffer.seek(0)
+                saved = torch.load(buffer, weights_only=True)
+                model, opt = build()  # a new process: weights from the checkpoint's half model
+                model.load_state_dict(saved["model"])
+                opt = optim.FP16Optimizer.build_optimizer(cfg, [p for p in opt.fp16_params])
+                opt.load_state_dict(saved["optimizer"])
+            opt.zero_grad()
+            loss = model(inputs[step]).float().pow(2).sum() * (10.0 if step == 3 else 1.0)
+            opt.backward(loss)
+            opt.multiply_grads(1 / 8)
+            norms.append(opt.clip_grad_norm(0.5 if step % 2 else 0.0))  # clipped on odd steps
+            opt.step()
+            scales.append(None if opt.scaler is None else opt.scaler.loss_scale)
+        state = [s for group in opt.fp32_optimizer.optimizer.state.values() for s in group.values()
+                 if torch.is_tensor(s)]
+    return [p.detach().clone() for p in model.parameters()], [p.detach().clone() for p in opt.fp32_params], \
+        norms, scales, state
+
+
+def _assert_same_run(run_a, run_b):
+    half_a, master_a, norms_a, scales_a, state_a = run_a
+    half_b, master_b, norms_b, scales_b, state_b = run_b
+    assert len(state_a) == len(state_b) and len(half_a) == len(half_b)
+    for a, b in zip(half_a + master_a + norms_a + state_a, half_b + master_b + norms_b + state_b):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert scales_a == scales_b
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_mixed_precision_bookkeeping_is_fairseqs_bit_for_bit(dtype, monkeypatch):
+    from fairseq import utils
+    from fairseq.optim import fp16_optimizer
+
+    from sslam_plugin.training import fp16_optimizer as ours
+
+    ours_run = _mixed_precision_run(dtype, False, monkeypatch)
+    assert utils.clip_grad_norm_ is ours.clip_grad_norm_  # what the trainer calls
+    assert fp16_optimizer._FP16OptimizerMixin.zero_grad is ours.zero_grad
+    fairseq_run = _mixed_precision_run(dtype, True, monkeypatch)
+    _assert_same_run(ours_run, fairseq_run)
+    half_a, _, _, scales_a, state_a = ours_run
+    # exp_avg and exp_avg_sq of all 8 master tensors: fairseq steps the unused layer with a zero
+    # gradient and keeps a master copy of the frozen bias (never copied back into the model)
+    assert len(state_a) == 2 * 8
+    if dtype == torch.float16:
+        assert scales_a[-1] != scales_a[0]  # the dynamic loss scale moved (grew every 2 steps)
+    # the frozen bias kept its value, the trained weights moved
+    start = _mixed_precision_run(dtype, False, monkeypatch, steps=0)[0]
+    assert torch.equal(half_a[1], start[1]) and not torch.equal(half_a[0], start[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_mixed_precision_resume_continues_the_uninterrupted_run_exactly(dtype, monkeypatch):
+    """The checkpoint keeps the float32 master weights and the loss scaler's counters."""
+    from sslam_plugin.training.fp16_optimizer import LOSS_SCALER_KEY, MASTER_WEIGHTS_KEY
+
+    straight = _mixed_precision_run(dtype, False, monkeypatch, steps=6)
+    resumed = _mixed_precision_run(dtype, False, monkeypatch, steps=6, resume_at=3)
+    _assert_same_run(straight, resumed)
+    # fairseq's own checkpoint rebuilds the master weights by rounding the half model: not the same run
+    fairseqs = _mixed_precision_run(dtype, True, monkeypatch, steps=6, resume_at=3)
+    assert not all(torch.equal(a, b) for a, b in zip(straight[1], fairseqs[1]))
+    _, opt_state = _saved_optimizer_state(dtype, monkeypatch)
+    assert len(opt_state[MASTER_WEIGHTS_KEY]) == 8
+    assert (LOSS_SCALER_KEY in opt_state) == (dtype == torch.float16)  # bf16 trains without a loss scale
+
+
+def _saved_optimizer_state(dtype, monkeypatch):
+    captured = {}
+    real_save = torch.save
+
+    def save(obj, f, *a, **k):
+        captured.update(obj)
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save)
+    _mixed_precision_run(dtype, False, monkeypatch, steps=2, resume_at=1)
+    monkeypatch.setattr(torch, "save", real_save)
+    return captured["model"], captured["optimizer"]
+
+
+def test_master_weights_of_another_model_are_not_loaded(monkeypatch, caplog):
+    from sslam_plugin.training.fp16_optimizer import MASTER_WEIGHTS_KEY, _master_weights, load_state_dict
+
+    _, state = _saved_optimizer_state(torch.bfloat16, monkeypatch)
+    opt = SimpleNamespace(fp32_params=[torch.zeros(2, 2)], scaler=None)
+    from sslam_plugin.training import fairseq_compat
+
+    monkeypatch.setattr(fairseq_compat, "_ORIGINALS", dict(fairseq_compat._ORIGINALS, load_state_dict=lambda *a: None))
+    with caplog.at_level("WARNING"):
+        load_state_dict(opt, {MASTER_WEIGHTS_KEY: state[MASTER_WEIGHTS_KEY]})
+    assert "do not match this model's" in caplog.text
+    assert torch.equal(_master_weights(opt)[0], torch.zeros(2, 2))
+
+
+def test_grad_norm_of_gradients_in_two_precisions():
+    from sslam_plugin.training import fairseq_compat, fp16_optimizer as ours
+
+    fairseq_compat.install()
+    params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2, dtype=torch.float16))]
+    for p in params:
+        p.grad = torch.full_like(p, 2.0)
+    norm = ours.clip_grad_norm_(params, 1.0)
+    assert float(norm) == pytest.approx((5 * 4.0) ** 0.5)
+    assert all(torch.allclose(p.grad.float(), torch.full((p.numel(),), 2.0) / (5 * 4.0) ** 0.5, atol=1e-3)
+               for p in params)

@@ -90,6 +90,43 @@ def test_resume_continues_updates_schedule_and_weights(demo_data, straight_run):
             assert torch.allclose(value, b["model"][key], atol=1e-6), key
 
 
+def test_a_finished_run_is_not_trained_further(demo_data, straight_run):
+    """The same command again (or a scheduler's requeue) finds the run done and leaves it untouched."""
+    run_dir, _ = straight_run
+    last = run_dir / "checkpoints" / "checkpoint_last.pt"
+    before = last.read_bytes()
+    log = train(demo_data, run_dir, 9)
+    assert "already holds update 9 and optimization.max_update=9: nothing to train" in log
+    assert not logged(log, "loss")  # fairseq alone would train update 10 before checking
+    assert last.read_bytes() == before
+
+
+def test_bf16_run_resumes_exactly_as_if_never_stopped(demo_data):
+    """Mixed precision: the checkpoint keeps the float32 master weights, so a resume changes nothing."""
+    bf16 = ("common.bf16=true", "common.cpu=true")
+    straight_dir, resumed_dir = demo_data / "bf16_straight", demo_data / "bf16_resumed"
+    straight = train(demo_data, straight_dir, 6, *bf16)
+    train(demo_data, resumed_dir, 3, *bf16)
+    resumed = train(demo_data, resumed_dir, 6, *bf16)
+    assert sorted(logged(resumed, "loss")) == [4, 5, 6]
+    for key in ("loss", "loss_patch", "loss_utterance", "gnorm"):
+        expected = {u: v for u, v in logged(straight, key).items() if u > 3}
+        assert logged(resumed, key) == expected, key
+    a = torch.load(straight_dir / "checkpoints" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    b = torch.load(resumed_dir / "checkpoints" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    weight = a["model"]["blocks.0.attn.qkv.weight"]
+    assert torch.equal(weight, weight.bfloat16().to(weight.dtype))  # the model trained in bf16
+    for key, value in a["model"].items():
+        if key != "_ema":
+            assert torch.equal(value, b["model"][key]), key
+    master_a = a["last_optimizer_state"]["fp32_master_weights"]
+    master_b = b["last_optimizer_state"]["fp32_master_weights"]
+    assert master_a[0].dtype == torch.float32 and len(master_a) == len(master_b)
+    # the master weights hold what bf16 rounds away: without them a resume would lose it
+    assert any(not torch.equal(m, m.bfloat16().float()) for m in master_a)
+    assert all(torch.equal(x, y) for x, y in zip(master_a, master_b))
+
+
 STAGE2_TERMS = ("loss_utterance", "loss_patch", "loss_utterance_mixed", "loss_patch_mixed", "loss_source_retention")
 
 

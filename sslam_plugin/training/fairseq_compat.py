@@ -22,6 +22,13 @@ every process it starts, and by the hydra callback before fairseq spawns):
 * ``optim.adam.Adam.step`` -> :func:`sslam_plugin.training.adam.foreach_step`:
   the same update with one multi-tensor kernel per line and parameter group
   instead of ten kernels per parameter (bit-identical on the CPU).
+* ``optim.fp16_optimizer._FP16OptimizerMixin``'s gradient and weight copies
+  and ``zero_grad``, and ``utils.clip_grad_norm_`` ->
+  :mod:`sslam_plugin.training.fp16_optimizer`: the master-weight bookkeeping
+  of a mixed-precision update as multi-tensor kernels instead of four loops
+  over the parameters (bit-identical on the CPU); its ``state_dict`` and
+  ``load_state_dict`` also keep the float32 master weights and the loss
+  scaler's counters, so an fp16/bf16 run resumes exactly.
 """
 
 from __future__ import annotations
@@ -51,11 +58,13 @@ def install() -> None:
         return
     import fairseq.models as fairseq_models
     import fairseq.optim.adam as fairseq_adam
+    import fairseq.optim.fp16_optimizer as fairseq_fp16
+    import fairseq.utils as fairseq_utils
     import fairseq_cli.train as fairseq_train
     from fairseq.distributed import utils as distributed_utils
 
     from . import launch, preemption
-    from . import adam
+    from . import adam, fp16_optimizer
 
     replacements = (
         (distributed_utils, "call_main", launch.call_main),
@@ -64,6 +73,12 @@ def install() -> None:
         (fairseq_models, "DistributedFairseqModel", distributed_model),
         (fairseq_train, "validate_and_save", preemption.validate_and_save),
         (fairseq_adam.Adam, "step", adam.foreach_step),
+        (fairseq_utils, "clip_grad_norm_", fp16_optimizer.clip_grad_norm_),
+        (fairseq_fp16._FP16OptimizerMixin, "_sync_fp16_grads_to_fp32", fp16_optimizer.sync_fp16_grads_to_fp32),
+        (fairseq_fp16._FP16OptimizerMixin, "_sync_fp32_params_to_fp16", fp16_optimizer.sync_fp32_params_to_fp16),
+        (fairseq_fp16._FP16OptimizerMixin, "zero_grad", fp16_optimizer.zero_grad),
+        (fairseq_fp16._FP16OptimizerMixin, "state_dict", fp16_optimizer.state_dict),
+        (fairseq_fp16._FP16OptimizerMixin, "load_state_dict", fp16_optimizer.load_state_dict),
     )
     for module, name, replacement in replacements:
         _ORIGINALS[name] = getattr(module, name)

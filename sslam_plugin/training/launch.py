@@ -47,7 +47,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import torch
 
-from .resume import choose_checkpoint, resolve_launch_path, resolve_model_path
+from .resume import already_finished, choose_checkpoint, resolve_launch_path, resolve_model_path
 
 __all__ = [
     "LaunchCallback", "Topology", "infer_topology", "call_main", "prepare_run", "keep_effective_batch", "place_training_curves",
@@ -247,19 +247,25 @@ def place_training_curves(cfg: Any) -> None:
         os.environ["WANDB_NAME"] = name  # read by fairseq in each rank; inherited by the processes started below
 
 
-def prepare_run(cfg: Any, world_size: int) -> None:
-    """Everything decided once per launch, on the whole config, before processes start."""
+def prepare_run(cfg: Any, world_size: int) -> bool:
+    """Everything decided once per launch, on the whole config, before processes start.
+
+    Returns False when there is nothing to train (the run already reached ``max_update``).
+    """
     _point_user_dir_at_this_package(cfg)
     place_training_curves(cfg)
     if "task" in cfg and cfg.task.get("data"):
         cfg.task.data = resolve_launch_path(cfg.task.data)
     if "model" in cfg and cfg.model.get("model_path"):
         cfg.model.model_path = resolve_model_path(cfg.model.model_path)  # or a hub repository id
-    choose_checkpoint(cfg)
+    resumed = choose_checkpoint(cfg)
+    if already_finished(cfg, resumed):
+        return False
     if "task" in cfg and "failed_clips_dir" in cfg.task and not cfg.task.failed_clips_dir:
         cfg.task.failed_clips_dir = cfg.checkpoint.save_dir  # failed_clips.tsv beside the checkpoints
     keep_effective_batch(cfg, world_size)
     os.environ[LAUNCHED_ENV] = "1"  # inherited by the processes started below
+    return True
 
 
 @contextlib.contextmanager
@@ -338,7 +344,8 @@ def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> None:
         or cfg.common.model_parallel_size > 1
         or dist_cfg.distributed_init_method is not None  # the user chose how processes meet
     ):
-        prepare_run(cfg, dist_cfg.distributed_world_size)
+        if not prepare_run(cfg, dist_cfg.distributed_world_size):
+            return None
         return original("call_main")(cfg, main, **kwargs)
     cpu = _use_cpu(cfg)
     topology = infer_topology(
@@ -349,7 +356,8 @@ def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> None:
         os.environ,
         0 if cpu else torch.cuda.device_count(),
     )
-    prepare_run(cfg, topology.world_size)
+    if not prepare_run(cfg, topology.world_size):
+        return
     dist_cfg.distributed_world_size = topology.world_size
     dist_cfg.distributed_backend = topology.backend
     dist_cfg.distributed_init_method = topology.init_method

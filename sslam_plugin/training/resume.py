@@ -9,6 +9,9 @@ Applied by the launcher to the whole config before any process starts
 * a damaged ``checkpoint_last.pt`` (a kill while fairseq copied it): resume from
   the newest intact checkpoint of the folder, with a warning naming both; stop
   with a clear message when there is none.
+* a ``checkpoint_last.pt`` already at ``optimization.max_update``: nothing to
+  train; the launch says so and ends (fairseq would train one more update
+  before checking, and overwrite a finished run's checkpoint).
 * none: start from ``checkpoint.continue_once`` (stage 2 from stage 1, with a
   fresh optimiser, schedule, meters and data position) or from scratch.
 
@@ -33,6 +36,7 @@ __all__ = [
     "DamagedCheckpointError",
     "read_checkpoint_summary",
     "choose_checkpoint",
+    "already_finished",
     "resolve_launch_path",
     "resolve_model_path",
 ]
@@ -201,3 +205,21 @@ def choose_checkpoint(cfg: DictConfig) -> Optional[CheckpointSummary]:
         for flag in RESET_FLAGS:
             ckpt[flag] = resumed is None
     return resumed
+
+
+def already_finished(cfg: DictConfig, resumed: Optional[CheckpointSummary]) -> bool:
+    """True when the checkpoint being resumed already holds ``optimization.max_update`` updates.
+
+    fairseq checks ``max_update`` only after an update, so relaunching a finished
+    run (typed again, or requeued by a scheduler) would train one update past the
+    end and overwrite its last checkpoint; the launcher ends the launch instead.
+    """
+    max_update = _select(cfg, "optimization.max_update") or 0
+    if resumed is None or max_update <= 0 or resumed.num_updates < max_update:
+        return False
+    logger.info(
+        "%s already holds update %d and optimization.max_update=%d: nothing to train. Raise "
+        "optimization.max_update to train on, or give a new run folder (hydra.run.dir=...)",
+        resumed.path, resumed.num_updates, max_update,
+    )
+    return True
