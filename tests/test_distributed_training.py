@@ -232,6 +232,23 @@ def test_killed_one_process_stage1_with_workers_resumes_exactly(demo_data, stage
                          stage1["one_dir"] / "checkpoints" / "checkpoint_last.pt")
 
 
+def test_a_two_process_run_requeued_on_one_process_continues_the_job(demo_data, stage1):
+    """Preempted on 2 processes, resumed on 1 (update_freq 2 keeps the batch): the epoch goes on where
+    the job was, not where one process was, and the run continues as the 1-process run does."""
+    run_dir = demo_data / "s1_regrouped"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    shutil.copy(stage1["two_dir"] / "checkpoints" / "checkpoint_1_3.pt", run_dir / "checkpoints" / "checkpoint_last.pt")
+    log = train(demo_data, "demo_stage1",
+                [*COMMON, *WORKERS, "hydra.run.dir=s1_regrouped", f"optimization.max_update={STAGE1_UPDATES}"],
+                "s1_regrouped")
+    assert "resuming epoch 1 on 1 processes instead of 2: batch 6 of the epoch, 6 per process" in log
+    for key in LOSS_KEYS:
+        resumed, reference = logged(log, key), logged(stage1["one"], key)
+        assert sorted(resumed) == list(range(4, STAGE1_UPDATES + 1)), key
+        for update, value in resumed.items():  # 2 processes equal 1 to float round-off (above)
+            assert value == pytest.approx(reference[update], rel=2e-3, abs=2e-4), (key, update)
+
+
 def test_damaged_last_checkpoint_falls_back_to_the_newest_intact_one(demo_data, stage1):
     run_dir = demo_data / "s1_damaged"
     shutil.copytree(stage1["one_dir"], run_dir)

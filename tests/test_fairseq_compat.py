@@ -189,7 +189,8 @@ def _mixed_precision_run(dtype, fairseqs_own, monkeypatch, steps=6, resume_at=No
     with monkeypatch.context() as patch:
         if fairseqs_own:
             for name in _FP16_REPLACED:
-                patch.setattr(fp16_optimizer._FP16OptimizerMixin, name, fairseq_compat.original(name))
+                patch.setattr(fp16_optimizer._FP16OptimizerMixin, name,
+                              fairseq_compat.original(f"_FP16OptimizerMixin.{name}"))
             patch.setattr(utils, "clip_grad_norm_", fairseq_compat.original("clip_grad_norm_"))
         model, opt = build()
         norms, scales = [], []
@@ -285,7 +286,8 @@ def test_master_weights_of_another_model_are_not_loaded(monkeypatch, caplog):
     opt = SimpleNamespace(fp32_params=[torch.zeros(2, 2)], scaler=None)
     from sslam_plugin.training import fairseq_compat
 
-    monkeypatch.setattr(fairseq_compat, "_ORIGINALS", dict(fairseq_compat._ORIGINALS, load_state_dict=lambda *a: None))
+    originals = {**fairseq_compat._ORIGINALS, "_FP16OptimizerMixin.load_state_dict": lambda *a: None}
+    monkeypatch.setattr(fairseq_compat, "_ORIGINALS", originals)
     with caplog.at_level("WARNING"):
         load_state_dict(opt, {MASTER_WEIGHTS_KEY: state[MASTER_WEIGHTS_KEY]})
     assert "do not match this model's" in caplog.text
@@ -303,3 +305,57 @@ def test_grad_norm_of_gradients_in_two_precisions():
     assert float(norm) == pytest.approx((5 * 4.0) ** 0.5)
     assert all(torch.allclose(p.grad.float(), torch.full((p.numel(),), 2.0) / (5 * 4.0) ** 0.5, atol=1e-3)
                for p in params)
+
+
+# ------------------------------------------------- epoch position across process counts
+def _epoch_iterator(shards, shard_id=0):
+    from fairseq.data import iterators
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 24
+
+        def __getitem__(self, index):
+            return index
+
+    batches = [[2 * i, 2 * i + 1] for i in range(12)]  # 12 batches of 2 items
+    return iterators.EpochBatchIterator(
+        dataset=Items(), collate_fn=lambda items: items, batch_sampler=batches, seed=1,
+        num_shards=shards, shard_id=shard_id, num_workers=0, epoch=1,
+    )
+
+
+def _take(iterator, count):
+    itr = iterator.next_epoch_itr(shuffle=False)
+    return [next(itr) for _ in range(count)]
+
+
+@pytest.mark.parametrize("saved_shards, taken, shards, expect_next_batch", [
+    (2, 3, 1, 6),  # 2 processes took 3 batches each: the 1-process job goes on at batch 6 of the epoch
+    (1, 6, 2, 6),  # and back: 6 batches on 1 process are 3 per process on 2
+    (1, 5, 2, 4),  # 5 do not split over 2: batch 4 is taken again, nothing is skipped
+    (2, 3, 2, 6),  # the same count: fairseq's own position
+])
+def test_a_resume_on_another_process_count_continues_where_the_job_was(saved_shards, taken, shards, expect_next_batch):
+    from sslam_plugin.training import fairseq_compat
+    from sslam_plugin.training.iterator_position import NUM_SHARDS_KEY
+
+    fairseq_compat.install()
+    first = _epoch_iterator(saved_shards)
+    _take(first, taken)
+    state = first.state_dict()
+    assert state[NUM_SHARDS_KEY] == saved_shards and state["iterations_in_epoch"] == taken
+    resumed = _epoch_iterator(shards)
+    resumed.load_state_dict(state)
+    itr = resumed.next_epoch_itr(shuffle=False)
+    # shard 0 takes batches 0, S, 2S, ... of the epoch
+    assert next(itr) == [2 * expect_next_batch, 2 * expect_next_batch + 1]
+
+
+def test_an_iterator_state_without_a_process_count_loads_as_fairseqs():
+    from sslam_plugin.training import fairseq_compat
+
+    fairseq_compat.install()
+    resumed = _epoch_iterator(2)
+    resumed.load_state_dict({"version": 2, "epoch": 1, "iterations_in_epoch": 2, "shuffle": False})
+    assert next(resumed.next_epoch_itr(shuffle=False)) == [8, 9]  # batch 4: shard 0's third

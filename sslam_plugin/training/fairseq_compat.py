@@ -29,12 +29,16 @@ every process it starts, and by the hydra callback before fairseq spawns):
   over the parameters (bit-identical on the CPU); its ``state_dict`` and
   ``load_state_dict`` also keep the float32 master weights and the loss
   scaler's counters, so an fp16/bf16 run resumes exactly.
+* ``data.iterators.EpochBatchIterator.state_dict`` / ``load_state_dict`` ->
+  :mod:`sslam_plugin.training.iterator_position`: the epoch position carries
+  over when a run resumes on another number of processes.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import types
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
@@ -48,7 +52,7 @@ _ORIGINALS: Dict[str, Callable[..., Any]] = {}
 
 
 def original(name: str) -> Callable[..., Any]:
-    """fairseq's own function that :func:`install` replaced (``"call_main"``, ...)."""
+    """fairseq's own function that :func:`install` replaced: ``"call_main"``, or ``"Class.method"``."""
     return _ORIGINALS[name]
 
 
@@ -61,10 +65,11 @@ def install() -> None:
     import fairseq.optim.fp16_optimizer as fairseq_fp16
     import fairseq.utils as fairseq_utils
     import fairseq_cli.train as fairseq_train
+    from fairseq.data.iterators import EpochBatchIterator
     from fairseq.distributed import utils as distributed_utils
 
     from . import launch, preemption
-    from . import adam, fp16_optimizer
+    from . import adam, fp16_optimizer, iterator_position
 
     replacements = (
         (distributed_utils, "call_main", launch.call_main),
@@ -79,10 +84,14 @@ def install() -> None:
         (fairseq_fp16._FP16OptimizerMixin, "zero_grad", fp16_optimizer.zero_grad),
         (fairseq_fp16._FP16OptimizerMixin, "state_dict", fp16_optimizer.state_dict),
         (fairseq_fp16._FP16OptimizerMixin, "load_state_dict", fp16_optimizer.load_state_dict),
+        (EpochBatchIterator, "state_dict", iterator_position.state_dict),
+        (EpochBatchIterator, "load_state_dict", iterator_position.load_state_dict),
     )
-    for module, name, replacement in replacements:
-        _ORIGINALS[name] = getattr(module, name)
-        setattr(module, name, replacement)
+    for owner, name, replacement in replacements:
+        # a module's function by its name, a class's method as "Class.method"
+        key = name if isinstance(owner, types.ModuleType) else f"{owner.__name__}.{name}"
+        _ORIGINALS[key] = getattr(owner, name)
+        setattr(owner, name, replacement)
     # fairseq_cli.hydra_train imported the module under another name; it is the same object.
     logger.debug("installed fairseq replacements: %s", sorted(_ORIGINALS))
 

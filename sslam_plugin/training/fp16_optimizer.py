@@ -93,7 +93,7 @@ def sync_fp16_grads_to_fp32(optimizer: Any) -> None:
     if not optimizer._needs_sync:
         return
     if optimizer.has_flat_params:
-        return _fairseq("_sync_fp16_grads_to_fp32")(optimizer)
+        return _fairseq("_FP16OptimizerMixin._sync_fp16_grads_to_fp32")(optimizer)
     sources, targets = [], []
     for p, p32 in zip(optimizer.fp16_params, optimizer.fp32_params):
         if not p.requires_grad:
@@ -112,7 +112,7 @@ def sync_fp16_grads_to_fp32(optimizer: Any) -> None:
 def sync_fp32_params_to_fp16(optimizer: Any) -> None:
     """``_FP16OptimizerMixin._sync_fp32_params_to_fp16``: copy the master weights into the model."""
     if optimizer.has_flat_params:
-        return _fairseq("_sync_fp32_params_to_fp16")(optimizer)
+        return _fairseq("_FP16OptimizerMixin._sync_fp32_params_to_fp16")(optimizer)
     pairs = [(p.data, p32.data) for p, p32 in zip(optimizer.fp16_params, optimizer.fp32_params) if p.requires_grad]
     _copy([p for p, _ in pairs], [p32 for _, p32 in pairs])
 
@@ -120,7 +120,7 @@ def sync_fp32_params_to_fp16(optimizer: Any) -> None:
 def zero_grad(optimizer: Any) -> None:
     """``_FP16OptimizerMixin.zero_grad``: drop the model's gradients, zero the master ones."""
     if optimizer.has_flat_params:
-        return _fairseq("zero_grad")(optimizer)
+        return _fairseq("_FP16OptimizerMixin.zero_grad")(optimizer)
     for p in optimizer.fp16_params:
         p.grad = None
     grads = [p32.grad for p32 in optimizer.fp32_params if p32.grad is not None]
@@ -154,7 +154,7 @@ def _master_weights(optimizer: Any) -> List[torch.Tensor]:
 
 def state_dict(optimizer: Any) -> Dict[str, Any]:
     """``_FP16OptimizerMixin.state_dict`` plus the master weights and the loss scaler's counters."""
-    state = _fairseq("state_dict")(optimizer)
+    state = _fairseq("_FP16OptimizerMixin.state_dict")(optimizer)
     state[MASTER_WEIGHTS_KEY] = _master_weights(optimizer)
     if optimizer.scaler is not None:
         state[LOSS_SCALER_KEY] = {name: getattr(optimizer.scaler, name) for name in _SCALER_COUNTERS}
@@ -166,7 +166,7 @@ def load_state_dict(optimizer: Any, state: Dict[str, Any], optimizer_overrides: 
     state = dict(state)
     saved = state.pop(MASTER_WEIGHTS_KEY, None)
     counters = state.pop(LOSS_SCALER_KEY, None)
-    _fairseq("load_state_dict")(optimizer, state, optimizer_overrides)
+    _fairseq("_FP16OptimizerMixin.load_state_dict")(optimizer, state, optimizer_overrides)
     if counters is not None and optimizer.scaler is not None:
         for name, value in counters.items():
             setattr(optimizer.scaler, name, value)
