@@ -61,3 +61,12 @@ def test_weights_under_the_old_frame_names_still_apply(caplog):
     assert float(loss) == 0.5 * 2.0 + 2.0 * 3.0
     assert log["loss_patch"] == 1.0 and log["loss_patch_mixed"] == 6.0
     assert "criterion.loss_weights.frame is now criterion.loss_weights.patch" in caplog.text
+
+
+def test_logged_numbers_are_those_of_item_read_in_one_copy():
+    from sslam_plugin.training.criterion import scalars_to_floats
+
+    values = [torch.tensor(2**40 + 1), torch.tensor(0.1), torch.tensor(1 / 3, dtype=torch.float32), 0.7,
+              torch.tensor(3.5, dtype=torch.bfloat16)]
+    assert scalars_to_floats(values, torch.tensor(0.0)) == [2**40 + 1, float(torch.tensor(0.1)),
+                                                            torch.tensor(1 / 3).item(), 0.7, 3.5]
