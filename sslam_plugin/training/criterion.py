@@ -35,8 +35,12 @@ class SSLAMWeightedLossesConfig(FairseqDataclass):
 def scalars_to_floats(values: Sequence[Union[torch.Tensor, float]], like: torch.Tensor) -> List[float]:
     """Python floats of scalar tensors and numbers, read from the device in one copy (float64: exact
     for float32 values and for counts below 2**53)."""
-    stacked = torch.stack([torch.as_tensor(v).detach().to(like.device, torch.float64).reshape(()) for v in values])
-    return stacked.tolist()
+    def as_float64(value: Union[torch.Tensor, float]) -> torch.Tensor:
+        if torch.is_tensor(value):
+            return value.detach().to(like.device, torch.float64).reshape(())
+        return torch.tensor(float(value), dtype=torch.float64, device=like.device)
+
+    return torch.stack([as_float64(v) for v in values]).tolist()
 
 
 @register_criterion("sslam_weighted_losses", dataclass=SSLAMWeightedLossesConfig)
