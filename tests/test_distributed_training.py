@@ -232,6 +232,45 @@ def test_killed_one_process_stage1_with_workers_resumes_exactly(demo_data, stage
                          stage1["one_dir"] / "checkpoints" / "checkpoint_last.pt")
 
 
+def test_ctrl_c_saves_stops_and_resumes_exactly(demo_data, stage1):
+    """Ctrl-C in a terminal (SIGINT to the whole job, DataLoader workers included): the first press
+    saves at the end of the update and stops; the workers keep serving until then."""
+    overrides = [*COMMON, *WORKERS, "hydra.run.dir=s1_ctrl_c", f"optimization.max_update={STAGE1_UPDATES}"]
+    log = demo_data / "s1_ctrl_c_first.log"
+    process = start(demo_data, "demo_stage1", overrides, log)
+    wait_for_update(process, log, 3)
+    os.killpg(process.pid, signal.SIGINT)
+    first = finish(process, log, status=RESUMABLE)
+    assert "Ctrl-C: saving a checkpoint after the current update and stopping" in first
+    assert "KeyboardInterrupt" not in first and "exited unexpectedly" not in first
+    stopped = last_update(demo_data / "s1_ctrl_c")
+    assert f"stopping at update {stopped} on SIGINT" in first
+    second = train(demo_data, "demo_stage1", overrides, "s1_ctrl_c_second")
+    assert_same_run(second, stage1["one"], LOSS_KEYS + ("ema_decay",), stopped + 1, STAGE1_UPDATES)
+    assert_weights_equal(demo_data / "s1_ctrl_c" / "checkpoints" / "checkpoint_last.pt",
+                         stage1["one_dir"] / "checkpoints" / "checkpoint_last.pt")
+
+
+def test_ctrl_c_on_two_processes_with_workers(demo_data, stage1):
+    """Spawned ranks fork their DataLoader workers (a spawned worker imports fairseq for seconds each
+    epoch, and a Ctrl-C during that import killed it); one Ctrl-C stops both ranks at one update."""
+    overrides = [*COMMON, *TWO_PROCESSES, "dataset.num_workers=1", "hydra.run.dir=s1_two_ctrl_c",
+                 f"optimization.max_update={STAGE1_UPDATES}"]
+    log = demo_data / "s1_two_ctrl_c_first.log"
+    process = start(demo_data, "demo_stage1", overrides, log)
+    wait_for_update(process, log, 5)  # past the first epoch's end (6 updates): new workers start
+    os.killpg(process.pid, signal.SIGINT)
+    first = finish(process, log, status=RESUMABLE)
+    assert "KeyboardInterrupt" not in first and "exited unexpectedly" not in first
+    stopped = last_update(demo_data / "s1_two_ctrl_c")
+    second = train(demo_data, "demo_stage1", overrides, "s1_two_ctrl_c_second")
+    for key in LOSS_KEYS:  # workers compute features on one thread: equal to round-off
+        resumed, reference = logged(second, key), logged(stage1["two"], key)
+        assert sorted(resumed) == list(range(stopped + 1, STAGE1_UPDATES + 1)), key
+        for update, value in resumed.items():
+            assert value == pytest.approx(reference[update], rel=1e-4, abs=1e-4), (key, update)
+
+
 def test_a_two_process_run_requeued_on_one_process_continues_the_job(demo_data, stage1):
     """Preempted on 2 processes, resumed on 1 (update_freq 2 keeps the batch): the epoch goes on where
     the job was, not where one process was, and the run continues as the 1-process run does."""

@@ -128,11 +128,12 @@ def test_without_an_effective_batch_update_freq_is_kept():
 # -------------------------------------------------------------- stop signals
 @pytest.fixture
 def stop_handlers():
-    saved = {sig: signal.getsignal(sig) for sig in preemption.STOP_SIGNALS}
+    saved = {sig: signal.getsignal(sig) for sig in (*preemption.STOP_SIGNALS, signal.SIGINT)}
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
     preemption._requested = None
+    preemption._first_interrupt = None
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2])
@@ -143,3 +144,26 @@ def test_a_stop_signal_is_recorded_instead_of_killing(sig, stop_handlers):
     os.kill(os.getpid(), signal.SIGTERM)  # a second signal keeps the first name
     assert preemption.requested_signal() == sig.name
     assert preemption.stop_requested(SimpleNamespace(data_parallel_world_size=1))
+
+
+def test_ctrl_c_stops_after_the_update_and_a_second_one_at_once(stop_handlers, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(preemption.time, "monotonic", lambda: clock[0])
+    preemption.stop_on_signals()
+    assert signal.getsignal(signal.SIGINT) is preemption.record_interrupt
+    os.kill(os.getpid(), signal.SIGINT)  # the first press: recorded, training goes on to the update's end
+    assert preemption.requested_signal() == "SIGINT"
+    clock[0] += 0.1
+    os.kill(os.getpid(), signal.SIGINT)  # the launcher's copy of the same press
+    assert preemption.requested_signal() == "SIGINT"
+    clock[0] += preemption.INTERRUPT_REPEAT_S
+    with pytest.raises(KeyboardInterrupt):  # a second press: stop now
+        os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_ignored_ctrl_c_stays_ignored(stop_handlers):
+    """A job started with nohup/& ignores SIGINT; the training does not take it back."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    preemption.stop_on_signals()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import signal
 import sys
 
 __all__ = ["keep_freed_memory_for_reuse", "worker_init_fn"]
@@ -57,5 +58,11 @@ def keep_freed_memory_for_reuse() -> bool:
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """``DataLoader(worker_init_fn=...)``: set up one worker process."""
+    """``DataLoader(worker_init_fn=...)``: set up one worker process.
+
+    Ctrl-C reaches every process of the terminal's job: the training process
+    decides what it means (save and stop after the update), so the workers
+    ignore it and keep serving the batches it still needs; they leave with it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     keep_freed_memory_for_reuse()

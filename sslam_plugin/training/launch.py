@@ -271,17 +271,22 @@ def prepare_run(cfg: Any, world_size: int) -> bool:
 @contextlib.contextmanager
 def _forward_stop_signals(pids: Callable[[], List[int]]) -> Iterator[None]:
     """While the ranks run, pass a stop signal sent to this launcher on to them."""
-    from .preemption import STOP_SIGNALS, record_signal
+    from .preemption import STOP_SIGNALS, record_interrupt, record_signal
 
     def forward(signum: int, frame: Any) -> None:
-        record_signal(signum)
         for pid in pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
+        if signum == signal.SIGINT:
+            record_interrupt(signum)  # a second Ctrl-C raises KeyboardInterrupt here, as in the ranks
+        else:
+            record_signal(signum)
 
     previous: Dict[int, Any] = {}
     for sig in STOP_SIGNALS:
         previous[sig] = signal.signal(sig, forward)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, forward)
     try:
         yield
     finally:
@@ -306,6 +311,8 @@ def run_rank(
     from .preemption import stop_on_signals
 
     install()  # a spawned process starts without the plugin
+    if spawned:
+        fork_data_workers()
     stop_on_signals()
     try:
         if cfg.distributed_training.distributed_init_method is None:
@@ -321,6 +328,23 @@ def run_rank(
             torch.distributed.destroy_process_group()
     if spawned:
         exit_now(0)
+
+
+def fork_data_workers() -> None:
+    """DataLoader workers of a spawned rank start by fork, as in a rank that torchrun or SLURM started.
+
+    A process started by ``spawn`` inherits that start method for its own
+    children, so each epoch's DataLoader workers (fairseq builds a loader per
+    epoch) would be spawned too: a fresh interpreter that imports torch and
+    fairseq before its first clip (seconds per epoch, which on a small set
+    such as ESC-50 is a large share of an epoch), and that a Ctrl-C during the
+    import kills. Workers only decode audio and compute features on the CPU,
+    which is what fork is safe for. Linux only (fork is unsafe on macOS).
+    """
+    import multiprocessing
+
+    if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
+        multiprocessing.set_start_method("fork", force=True)
 
 
 def exit_now(status: int) -> None:

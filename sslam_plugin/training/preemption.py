@@ -7,6 +7,12 @@ after every update all ranks agree (one all-reduce) on whether any of them got
 one, and if so they save a checkpoint at that update and leave training, so a
 requeued job loses at most one update. Without this, fairseq would die at the
 signal and lose everything since its last periodic checkpoint.
+
+Ctrl-C (SIGINT) stops the same way: the first press saves a checkpoint after
+the current update and stops (exit status 75: the same command resumes); a
+second press stops at once, without saving. A terminal sends SIGINT to every
+process of the job and the launcher forwards it too, so presses closer than
+``INTERRUPT_REPEAT_S`` count as one.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from typing import Any, List, Optional, Tuple
 
 import torch
@@ -23,6 +30,8 @@ __all__ = [
     "RESUMABLE_EXIT_STATUS",
     "STOP_SIGNALS",
     "record_signal",
+    "record_interrupt",
+    "INTERRUPT_REPEAT_S",
     "stop_on_signals",
     "stop_requested",
     "requested_signal",
@@ -44,6 +53,8 @@ STOP_SIGNALS = _stop_signals()
 RESUMABLE_EXIT_STATUS = 75  # sysexits.h EX_TEMPFAIL
 
 _requested: Optional[str] = None
+_first_interrupt: Optional[float] = None
+INTERRUPT_REPEAT_S = 0.5  # SIGINTs closer than this are one Ctrl-C (the terminal's and the launcher's copy)
 
 
 def requested_signal() -> Optional[str]:
@@ -59,12 +70,34 @@ def record_signal(signum: int, frame: Any = None) -> None:
         logger.warning("%s received: saving a checkpoint and stopping after the current update", _requested)
 
 
+def record_interrupt(signum: int = signal.SIGINT, frame: Any = None) -> None:
+    """SIGINT handler: the first Ctrl-C stops after the current update with a checkpoint, the next at once."""
+    global _requested, _first_interrupt
+    now = time.monotonic()
+    if _first_interrupt is not None and now - _first_interrupt < INTERRUPT_REPEAT_S:
+        return  # the same press, delivered twice (by the terminal and by the launcher)
+    if _requested is None:
+        _requested, _first_interrupt = "SIGINT", now
+        logger.warning(
+            "Ctrl-C: saving a checkpoint after the current update and stopping "
+            "(Ctrl-C again to stop at once, without saving)"
+        )
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    raise KeyboardInterrupt
+
+
 def stop_on_signals() -> None:
-    """Record the stop signals in this process instead of dying on them (main thread only)."""
+    """Record the stop signals in this process instead of dying on them (main thread only).
+
+    SIGINT is left alone where it is ignored (a job started with ``nohup ... &``).
+    """
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in STOP_SIGNALS:
         signal.signal(sig, record_signal)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, record_interrupt)
 
 
 def stop_requested(trainer: Any) -> bool:
