@@ -334,6 +334,9 @@ def test_two_slurm_nodes_equal_two_local_processes(demo_data, stage1):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_", "RANK", "WORLD_SIZE"))}
+    # Both "nodes" share this machine, so each gets the thread share of one of the two local
+    # ranks it is compared with (CPU sums differ in the last digit between thread counts).
+    base["OMP_NUM_THREADS"] = str(max(1, torch.get_num_threads() // 2))
     updates = 3
     processes = []
     for node in (0, 1):
@@ -358,9 +361,9 @@ def test_torchrun_processes_equal_two_local_processes(demo_data, stage1):
     updates = 3
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_", "RANK", "WORLD_SIZE"))}
     # torchrun gives each rank one OpenMP thread unless told otherwise; the local
-    # ranks it is compared with use torch's default. CPU sums differ in the last
-    # digit between thread counts, so both get the same.
-    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+    # ranks it is compared with get half the machine's each. CPU sums differ in the
+    # last digit between thread counts, so both get the same.
+    env["OMP_NUM_THREADS"] = str(max(1, torch.get_num_threads() // 2))
     command = [
         str(Path(hydra_train_command("pretrain", "demo_stage1", [])[0]).parent / "torchrun"),
         "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(port),

@@ -167,3 +167,17 @@ def test_an_ignored_ctrl_c_stays_ignored(stop_handlers):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     preemption.stop_on_signals()
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_cpu_ranks_share_the_machines_threads(monkeypatch):
+    import torch
+
+    from sslam_plugin.training.launch import share_cpu_threads
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    environ = {}
+    assert share_cpu_threads(2, environ) == 4 and environ["OMP_NUM_THREADS"] == "4"
+    environ = {}
+    assert share_cpu_threads(16, environ) == 1 and environ["OMP_NUM_THREADS"] == "1"
+    environ = {"OMP_NUM_THREADS": "3"}  # the user's choice, per process
+    assert share_cpu_threads(2, environ) == 3 and environ["OMP_NUM_THREADS"] == "3"

@@ -330,6 +330,27 @@ def run_rank(
         exit_now(0)
 
 
+def share_cpu_threads(processes: int, environ: Optional[Dict[str, str]] = None) -> int:
+    """Give each of ``processes`` CPU ranks started here its share of this machine's threads.
+
+    torch gives every process as many threads as the machine has cores, so N
+    ranks on one machine would run N times as many threads as cores, each
+    waiting on the others. The share goes to the ranks as ``OMP_NUM_THREADS``,
+    unless the user set that variable (taken as threads per process, as
+    torchrun does).
+
+    Returns:
+        the threads per rank.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("OMP_NUM_THREADS"):
+        return int(environ["OMP_NUM_THREADS"])
+    threads = max(1, torch.get_num_threads() // processes)
+    environ["OMP_NUM_THREADS"] = str(threads)  # read by torch as each spawned rank starts
+    logger.info("%d CPU processes here: %d torch threads each (set OMP_NUM_THREADS to choose)", processes, threads)
+    return threads
+
+
 def fork_data_workers() -> None:
     """DataLoader workers of a spawned rank start by fork, as in a rank that torchrun or SLURM started.
 
@@ -396,6 +417,8 @@ def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> None:
             first,
             first + topology.local_processes - 1,
         )
+    if topology.spawn and cpu:
+        share_cpu_threads(topology.local_processes)
     if not topology.spawn:
         run_rank(topology.local_index, main, cfg, kwargs, topology.first_rank)
     else:
