@@ -29,7 +29,10 @@ Every process count uses the same path: CPU processes talk over gloo, GPUs
 over NCCL. Before any process starts, :func:`prepare_run` chooses the
 checkpoint to start from (:mod:`.resume`) and derives ``update_freq`` from
 ``task.effective_batch_size`` and the world size, so a recipe keeps its clips
-per update on 1, 2, 4 or 8 GPUs.
+per update on 1, 2, 4 or 8 GPUs; a run already at ``max_update`` ends there.
+Processes this launcher spawns fork their DataLoader workers
+(:func:`fork_data_workers`) and, on the CPU, share the machine's threads
+(:func:`share_cpu_threads`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from .resume import already_finished, choose_checkpoint, resolve_launch_path, re
 
 __all__ = [
     "LaunchCallback", "Topology", "infer_topology", "call_main", "prepare_run", "keep_effective_batch", "place_training_curves",
+    "share_cpu_threads", "fork_data_workers",
 ]
 
 logger = logging.getLogger(__name__)
