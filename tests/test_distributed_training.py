@@ -251,6 +251,20 @@ def test_ctrl_c_saves_stops_and_resumes_exactly(demo_data, stage1):
                          stage1["one_dir"] / "checkpoints" / "checkpoint_last.pt")
 
 
+def test_ctrl_c_before_the_first_update_stops_at_once_without_a_checkpoint(demo_data):
+    log = demo_data / "s1_early_ctrl_c.log"
+    process = start(demo_data, "demo_stage1", [*COMMON, "hydra.run.dir=s1_early_ctrl_c"], log)
+    deadline = time.monotonic() + 120
+    while "training from scratch" not in log.read_text():  # the launch has begun, no update yet
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(timeout=60) != 0
+    process.log_handle.close()
+    assert "train_inner" not in log.read_text()
+    assert not (demo_data / "s1_early_ctrl_c" / "checkpoints" / "checkpoint_last.pt").exists()
+
+
 def test_ctrl_c_on_two_processes_with_workers(demo_data, stage1):
     """Spawned ranks fork their DataLoader workers (a spawned worker imports fairseq for seconds each
     epoch, and a Ctrl-C during that import killed it); one Ctrl-C stops both ranks at one update."""

@@ -134,6 +134,7 @@ def stop_handlers():
         signal.signal(sig, handler)
     preemption._requested = None
     preemption._first_interrupt = None
+    preemption._training = False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2])
@@ -151,6 +152,7 @@ def test_ctrl_c_stops_after_the_update_and_a_second_one_at_once(stop_handlers, m
     monkeypatch.setattr(preemption.time, "monotonic", lambda: clock[0])
     preemption.stop_on_signals()
     assert signal.getsignal(signal.SIGINT) is preemption.record_interrupt
+    preemption._training = True  # an update of this launch is done (validate_and_save ran)
     os.kill(os.getpid(), signal.SIGINT)  # the first press: recorded, training goes on to the update's end
     assert preemption.requested_signal() == "SIGINT"
     clock[0] += 0.1
@@ -181,3 +183,21 @@ def test_cpu_ranks_share_the_machines_threads(monkeypatch):
     assert share_cpu_threads(16, environ) == 1 and environ["OMP_NUM_THREADS"] == "1"
     environ = {"OMP_NUM_THREADS": "3"}  # the user's choice, per process
     assert share_cpu_threads(2, environ) == 3 and environ["OMP_NUM_THREADS"] == "3"
+
+
+def test_ctrl_c_before_the_first_update_stops_at_once(stop_handlers):
+    """Nothing to save yet, and a checkpoint at update 1 would become the run's resume point."""
+    preemption.stop_on_signals()
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+    assert preemption.requested_signal() is None
+
+
+def test_the_launchers_first_ctrl_c_leaves_the_decision_to_the_ranks(stop_handlers, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(preemption.time, "monotonic", lambda: clock[0])
+    preemption.record_interrupt(signal.SIGINT, None, launcher=True)  # no update in the launcher, no raise
+    assert preemption.requested_signal() == "SIGINT"
+    clock[0] += 1.0
+    with pytest.raises(KeyboardInterrupt):
+        preemption.record_interrupt(signal.SIGINT, None, launcher=True)

@@ -282,7 +282,7 @@ def _forward_stop_signals(pids: Callable[[], List[int]]) -> Iterator[None]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
         if signum == signal.SIGINT:
-            record_interrupt(signum)  # a second Ctrl-C raises KeyboardInterrupt here, as in the ranks
+            record_interrupt(signum, launcher=True)  # a second Ctrl-C raises KeyboardInterrupt here too
         else:
             record_signal(signum)
 

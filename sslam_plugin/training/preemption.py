@@ -10,7 +10,9 @@ signal and lose everything since its last periodic checkpoint.
 
 Ctrl-C (SIGINT) stops the same way: the first press saves a checkpoint after
 the current update and stops (exit status 75: the same command resumes); a
-second press stops at once, without saving. A terminal sends SIGINT to every
+second press stops at once, without saving. Before the first update of a
+launch there is nothing to save (and a checkpoint at update 1 would become the
+run's resume point), so a Ctrl-C then stops at once. A terminal sends SIGINT to every
 process of the job and the launcher forwards it too, so presses closer than
 ``INTERRUPT_REPEAT_S`` count as one.
 """
@@ -54,6 +56,7 @@ RESUMABLE_EXIT_STATUS = 75  # sysexits.h EX_TEMPFAIL
 
 _requested: Optional[str] = None
 _first_interrupt: Optional[float] = None
+_training = False  # this process finished an update of this launch (validate_and_save ran)
 INTERRUPT_REPEAT_S = 0.5  # SIGINTs closer than this are one Ctrl-C (the terminal's and the launcher's copy)
 
 
@@ -70,13 +73,19 @@ def record_signal(signum: int, frame: Any = None) -> None:
         logger.warning("%s received: saving a checkpoint and stopping after the current update", _requested)
 
 
-def record_interrupt(signum: int = signal.SIGINT, frame: Any = None) -> None:
-    """SIGINT handler: the first Ctrl-C stops after the current update with a checkpoint, the next at once."""
+def record_interrupt(signum: int = signal.SIGINT, frame: Any = None, launcher: bool = False) -> None:
+    """SIGINT handler: the first Ctrl-C stops after the current update with a checkpoint, the next at once.
+
+    ``launcher``: called by the process that started the ranks, which trains
+    nothing itself: it never stops at the first press, the ranks decide.
+    """
     global _requested, _first_interrupt
     now = time.monotonic()
     if _first_interrupt is not None and now - _first_interrupt < INTERRUPT_REPEAT_S:
         return  # the same press, delivered twice (by the terminal and by the launcher)
-    if _requested is None:
+    if _requested is None and not (_training or launcher):
+        logger.warning("Ctrl-C before the first update: stopping now, there is nothing to save yet")
+    elif _requested is None:
         _requested, _first_interrupt = "SIGINT", now
         logger.warning(
             "Ctrl-C: saving a checkpoint after the current update and stopping "
@@ -118,6 +127,8 @@ def validate_and_save(cfg, trainer, task, epoch_itr, valid_subsets: List[str], e
 
     from .fairseq_compat import original
 
+    global _training
+    _training = True
     if not stop_requested(trainer):
         return original("validate_and_save")(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch)
     update = trainer.get_num_updates()
