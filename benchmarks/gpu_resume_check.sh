@@ -7,8 +7,8 @@
 #
 #   UPDATES=300 bash benchmarks/gpu_resume_check.sh
 #
-# Needs torch, torchaudio, soundfile and fairseq-fixed (installed here when missing; fairseq-fixed
-# builds in about two minutes). CPU smoke test of the script itself:
+# Needs torch, torchaudio, soundfile and fairseq-fixed (installed here when missing, from .whl/ when
+# benchmarks/device_wheels.sh filled it: fairseq-fixed builds in about two minutes). CPU smoke test:
 #   SCALE=0.1 EXTRA="common.cpu=true common.fp16=false model.encoder.depth=2 model.average_top_k_layers=2 task.target_length=128 dataset.batch_size=4" \
 #     EXTRA2=model.mixing.unmixed_window_frames=32 UPDATES=6 bash benchmarks/gpu_resume_check.sh
 set -euo pipefail
@@ -18,9 +18,12 @@ EXTRA=${EXTRA:-}  # overrides for both stages
 EXTRA2=${EXTRA2:-}  # overrides for stage 2 only
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
+WHEELS=${WHEELS:-.whl}  # benchmarks/device_wheels.sh fills it, for a machine without a package registry
 if ! $PY -c "import fairseq, sslam_plugin" 2>/dev/null; then
-  $PY -m pip install -q soundfile submitit cython
-  env -u CUDA_HOME $PY -m pip install -q --no-build-isolation fairseq-fixed==0.12.3.1
+  FROM=()
+  [ -d "$WHEELS" ] && FROM=(--no-index --find-links "$WHEELS")
+  $PY -m pip install -q "${FROM[@]}" soundfile submitit cython hydra-core==1.3.2 omegaconf==2.3.0 bitarray cffi
+  env -u CUDA_HOME MAX_JOBS=${MAX_JOBS:-16} $PY -m pip install -q "${FROM[@]}" --no-build-isolation fairseq-fixed==0.12.3.1
   $PY -m pip install -q --no-deps --no-build-isolation .
 fi
 TRAIN="$(dirname "$(command -v $PY)")/fairseq-hydra-train"
