@@ -71,3 +71,32 @@ def test_recipes_never_repeat_a_shared_key(group, name):
     for i in range(len(parts)):
         for j in range(i + 1, len(parts)):
             assert not parts[i] & parts[j], (defaults, sorted(parts[i] & parts[j]))
+
+
+@pytest.mark.parametrize("group, name", [("pretrain", "demo_stage2"), ("finetune", "demo"), ("linear_eval", "demo")])
+def test_every_listed_option_can_be_set_on_the_command_line(group, name):
+    """``sslam-config-dir --options`` lists the plugin's options; each one takes ``++KEY=VALUE``, also
+    when the recipe does not list it (plain ``KEY=VALUE`` is refused for those: not in struct)."""
+    from fairseq.dataclass.initialize import hydra_init
+
+    from sslam_plugin.cli.config_dir import recipe_options
+
+    options = [key for key, default, _ in recipe_options(group) if not str(default).startswith("${")]
+    assert "model.encoder.dropout" in options and ("task.preflight_clips" in options) == (group == "pretrain")
+    hydra_init(name)
+    overrides = [f"++{key}=12345" for key in options]
+    with initialize_config_dir(config_dir=str(REPO / "config" / group), version_base=None):
+        cfg = compose(config_name=name, overrides=overrides)
+    for key in options:
+        assert OmegaConf.select(cfg, key) == 12345, key
+
+
+def test_config_dir_lists_the_options_with_their_defaults(capsys):
+    from sslam_plugin.cli.config_dir import main
+
+    assert main(["--options", "pretrain"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("# options of the pretrain recipes") and "++" in lines[0]
+    assert "model.mixing.num_unmixed_windows=2  # windows per clip left unmixed" in lines
+    assert any(line.startswith("model.fast_step=True  # ") for line in lines)
+    assert main(["--options", "nowhere"]) == 2
