@@ -13,6 +13,8 @@ plugin's, so without it hydra answers "Key ... is not in struct".
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
@@ -44,6 +46,14 @@ def _options_of(node: Any, prefix: str) -> Iterator[Tuple[str, Any, str]]:
 
 def recipe_options(folder: str) -> List[Tuple[str, Any, str]]:
     """The plugin's options for the recipes of ``folder``: task, model and criterion (needs fairseq)."""
+    logging.disable(logging.INFO)  # fairseq's modules log on import (tensorboardX, registrations)
+    try:
+        return _recipe_options(folder)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _recipe_options(folder: str) -> List[Tuple[str, Any, str]]:
     if folder == "pretrain":
         from ..training.criterion import SSLAMWeightedLossesConfig as criterion
         from ..training.model import SSLAMPretrainingModelConfig as model
@@ -76,7 +86,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if len(argv) != 2 or argv[1] not in folders:
             print(f"error: --options takes one of {', '.join(folders)}", file=sys.stderr)
             return 2
-        print_options(argv[1])
+        try:
+            print_options(argv[1])
+        except BrokenPipeError:  # `| head`: the reader has seen enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     folder = config_dir()
     if argv:
