@@ -48,20 +48,16 @@ def recipe_options(folder: str) -> List[Tuple[str, Any, str]]:
     """The plugin's options for the recipes of ``folder``: task, model and criterion (needs fairseq)."""
     logging.disable(logging.INFO)  # fairseq's modules log on import (tensorboardX, registrations)
     try:
-        return _recipe_options(folder)
+        if folder == "pretrain":
+            from ..training.criterion import SSLAMWeightedLossesConfig as criterion
+            from ..training.model import SSLAMPretrainingModelConfig as model
+            from ..training.task import SSLAMPretrainingTaskConfig as task
+        else:
+            from ..training.classification_criterion import ClassificationCriterionConfig as criterion
+            from ..training.classification_task import ClassificationTaskConfig as task
+            from ..training.classifier_model import ClassifierModelConfig as model
     finally:
         logging.disable(logging.NOTSET)
-
-
-def _recipe_options(folder: str) -> List[Tuple[str, Any, str]]:
-    if folder == "pretrain":
-        from ..training.criterion import SSLAMWeightedLossesConfig as criterion
-        from ..training.model import SSLAMPretrainingModelConfig as model
-        from ..training.task import SSLAMPretrainingTaskConfig as task
-    else:
-        from ..training.classification_criterion import ClassificationCriterionConfig as criterion
-        from ..training.classification_task import ClassificationTaskConfig as task
-        from ..training.classifier_model import ClassifierModelConfig as model
     options: List[Tuple[str, Any, str]] = []
     for name, node in (("task", task), ("model", model), ("criterion", criterion)):
         options += _options_of(node, f"{name}.")

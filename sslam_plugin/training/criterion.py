@@ -69,22 +69,18 @@ class SSLAMWeightedLossesCriterion(FairseqCriterion):
             )
         names = sorted(out["losses"])
         weighted = [out["losses"][name].float() * self.loss_weights.get(name, 1.0) for name in names]
-        loss = 0.0
-        for term in weighted:
-            loss = loss + term
+        loss = sum(weighted)
         logged_keys = [key for key in self.log_keys if key in out["logs"]]
         # One device-to-host copy for all the logged numbers: on a GPU each read makes the host wait
         # for the queue before it can go on to queue the backward, so one wait instead of about ten.
-        values = scalars_to_floats([sample_size, *weighted, loss, *(out["logs"][key] for key in logged_keys)], loss)
-        count, values = values[0], values[1:]
+        values = iter(scalars_to_floats([sample_size, *weighted, loss, *(out["logs"][k] for k in logged_keys)], loss))
+        count = next(values)
         # Every rank must send the same keys in the same order: fairseq sums
         # the logs of all ranks as one flat vector.
         log = {"sample_size": count, "nsentences": sample["id"].numel(), "ntokens": count}
-        for name, value in zip(names, values):
-            log[f"loss_{name}"] = value
-        log["loss"] = values[len(names)]
-        for key, value in zip(logged_keys, values[len(names) + 1:]):
-            log[key] = value
+        log.update((f"loss_{name}", next(values)) for name in names)
+        log["loss"] = next(values)
+        log.update((key, next(values)) for key in logged_keys)
         log[AVERAGED_LOGS_KEY] = 1  # summed with the logs: how many batches the averages cover
         return loss, sample_size, log
 

@@ -100,7 +100,7 @@ def sync_fp16_grads_to_fp32(optimizer: Any) -> None:
             continue
         if p.grad is None:  # a parameter the loss did not reach: a zero gradient, as fairseq
             p32.grad = torch.zeros_like(p.data, dtype=torch.float)
-        elif p32.grad is None or p.grad.is_sparse:
+        elif p32.grad is None:
             p32.grad = p.grad.data.float()
         else:
             sources.append(p.grad.data)
