@@ -87,6 +87,7 @@ class AugmentationPolicy:
     mixup_alpha: float = 0.0
     mixup_prob: float = 1.0
     patch_mask_ratio: float = 0.0
+    specaug_before_mixup: bool = False
 
     def apply(
         self, fbank: torch.Tensor, targets: Optional[torch.Tensor], patches: int

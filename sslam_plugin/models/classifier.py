@@ -5,7 +5,7 @@ Dimensions: N = clips, L = patches, D = width, C = classes.
 
 from __future__ import annotations
 
-from typing import Optional, Set, Tuple
+from typing import Dict, Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
@@ -56,8 +56,11 @@ class AudioClassifier(nn.Module):
     Args:
         pooling: ``"cls"`` (the CLS output) or ``"mean"`` (mean of the patch outputs).
         use_fc_norm: LayerNorm on the pooled embedding before the head (official default).
-        freeze_encoder: linear evaluation: the encoder is not trained, stays in
-            eval mode (no dropout, no stochastic depth) and runs without gradients.
+        freeze_encoder: linear evaluation: the encoder is not trained and runs
+            without gradients.
+        frozen_encoder_eval_mode: a frozen encoder also stays in eval mode (no
+            dropout, no stochastic depth); the official linear evaluation left
+            it in training mode.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class AudioClassifier(nn.Module):
         pooling: str = "cls",
         use_fc_norm: bool = True,
         freeze_encoder: bool = False,
+        frozen_encoder_eval_mode: bool = True,
     ):
         super().__init__()
         pooling = pooling_name(pooling)
@@ -76,12 +80,13 @@ class AudioClassifier(nn.Module):
         self.encoder = AudioEncoder(encoder_cfg)
         self.fc_norm, self.head = classification_head(encoder_cfg.embed_dim, num_classes, use_fc_norm)
         self.freeze_encoder = freeze_encoder
+        self.frozen_encoder_eval_mode = frozen_encoder_eval_mode
         if freeze_encoder:
             self.encoder.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "AudioClassifier":
         super().train(mode)
-        if self.freeze_encoder:
+        if self.freeze_encoder and self.frozen_encoder_eval_mode:
             self.encoder.eval()
         return self
 
@@ -95,6 +100,23 @@ class AudioClassifier(nn.Module):
         if name.startswith("encoder."):
             return self.encoder.layer_depth(name[len("encoder."):])
         return self.encoder.cfg.depth + 1
+
+    def lr_scales(self, layer_decay: float, decay_front_end: bool = False) -> Dict[str, float]:
+        """Layer-wise lr decay: the lr scale of every parameter, by name.
+
+        The official fine-tuning rule: block i of D gets ``layer_decay ** (D - i)``;
+        the front end (patch embedding, CLS token, input norm), fc_norm and the
+        head keep 1. ``decay_front_end``: the front end is layer 0 and gets
+        ``layer_decay ** (D + 1)``, as in BEiT.
+        """
+        depth = self.encoder.cfg.depth
+        scales = {}
+        for name, _ in self.named_parameters():
+            layer = self.layer_depth(name)
+            if layer == 0 and not decay_front_end:
+                layer = depth + 1
+            scales[name] = layer_decay ** (depth + 1 - layer)
+        return scales
 
     def embed(self, fbank: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(N, 1, T, M) -> (N, D) pooled clip embeddings (before fc_norm)."""

@@ -1,7 +1,12 @@
 """The registered classification criterion.
 
-Multi-label: binary cross-entropy per class; single-label: cross-entropy with
-optional label smoothing (soft targets after mixup). In validation the scores
+As the official fine-tuning code: multi-label data train with binary
+cross-entropy summed over clips and classes and divided by the number of
+positive labels in the batch; single-label data with cross-entropy (label
+smoothing unless mixup is on, soft targets after mixup), or with binary
+cross-entropy on one-hot targets (``single_label_bce``, the official Speech
+Commands run), divided by the number of clips. The logged ``loss`` is that
+mean, in nats, as the official logs print it. In validation the scores
 and targets of the whole split are gathered, and ``mAP`` (multi-label) or
 ``accuracy`` (single-label) is computed over all of them, so
 ``checkpoint.best_checkpoint_metric`` can select on it.
@@ -9,7 +14,6 @@ and targets of the whole split are gathered, and ``mAP`` (multi-label) or
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -28,7 +32,19 @@ __all__ = ["ClassificationCriterionConfig", "SSLAMClassificationCriterion"]
 @dataclass
 class ClassificationCriterionConfig(FairseqDataclass):
     multilabel: bool = II("task.multilabel")
-    label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing (single-label only)"})
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "label smoothing (single-label cross-entropy without mixup only)"}
+    )
+    single_label_bce: bool = field(
+        default=False, metadata={"help": "single-label data: binary cross-entropy on one-hot targets (official SPC-2)"}
+    )
+    multilabel_loss_per_clip: bool = field(
+        default=False,
+        metadata={
+            "help": "multi-label data: divide the loss by the number of clips instead of the number of "
+            "positive labels (official); paper recipes keep this off"
+        },
+    )
 
 
 @register_criterion("sslam_classification", dataclass=ClassificationCriterionConfig)
@@ -39,17 +55,21 @@ class SSLAMClassificationCriterion(FairseqCriterion):
             raise ValueError(f"criterion.label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
         self.multilabel = cfg.multilabel
         self.label_smoothing = cfg.label_smoothing
+        self.single_label_bce = cfg.single_label_bce
+        self.multilabel_loss_per_clip = cfg.multilabel_loss_per_clip
 
     def forward(self, model, sample, reduce: bool = True):
         target = sample["target"].float()
         out = model(**sample["net_input"], target=target)
         logits, target = out["logits"].float(), out["target"]
-        if self.multilabel:
-            loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
-        else:
-            smoothing = self.label_smoothing if model.training else 0.0
-            loss = F.cross_entropy(logits, target, label_smoothing=smoothing, reduction="sum")
         sample_size = logits.shape[0]
+        if self.multilabel or self.single_label_bce:
+            loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
+            if self.multilabel and not self.multilabel_loss_per_clip:
+                # mixup keeps each clip's label mass, so this is the count before mixing too
+                sample_size = float(target.sum())
+        else:
+            loss = F.cross_entropy(logits, target, label_smoothing=self._smoothing(model), reduction="sum")
         log = {
             "loss": loss.item(),
             "sample_size": sample_size,
@@ -62,11 +82,18 @@ class SSLAMClassificationCriterion(FairseqCriterion):
             log["_targets"] = sample["target"].detach().cpu()
         return loss, sample_size, log
 
+    def _smoothing(self, model) -> float:
+        """The official code smooths single labels only in training without mixup (mixed targets are soft already)."""
+        if not model.training:
+            return 0.0
+        augmentation = getattr(model, "augmentation", None)
+        return 0.0 if augmentation is not None and augmentation.mixup_alpha > 0 else self.label_smoothing
+
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
-        sample_size = max(sum(log.get("sample_size", 0) for log in logging_outputs), 1)
+        sample_size = sum(log.get("sample_size", 0) for log in logging_outputs) or 1
         loss = sum(log.get("loss", 0.0) for log in logging_outputs)
-        metrics.log_scalar("loss", loss / sample_size / math.log(2), sample_size, round=4)
+        metrics.log_scalar("loss", loss / sample_size, sample_size, round=4)
         metrics.log_scalar("sample_size", sample_size)
         scores = [log["_scores"] for log in logging_outputs if "_scores" in log]
         if not scores:

@@ -73,7 +73,28 @@ class ClassificationTaskConfig(FairseqDataclass):
     norm_mean: float = field(default=AUDIOSET_MEAN, metadata={"help": "log-mel mean of the dataset"})
     norm_std: float = field(default=AUDIOSET_STD, metadata={"help": "log-mel std of the dataset"})
     multilabel: bool = field(default=True, metadata={"help": "true: sigmoid/BCE and mAP; false: softmax/CE and accuracy"})
-    roll_aug: bool = field(default=False, metadata={"help": "random circular time shift of training clips"})
+    roll_aug: bool = field(
+        default=False,
+        metadata={
+            "help": "training clips: the waveform rolled by a random offset and scaled by a random gain "
+            "Beta(10, 10) + 0.5, before the fbank (official)"
+        },
+    )
+    roll_fbank: bool = field(
+        default=False,
+        metadata={"help": "roll_aug as a circular shift of the fbank frames, without gain (not official)"},
+    )
+    noise_aug: bool = field(
+        default=False,
+        metadata={
+            "help": "training clips: uniform noise up to U(0, 0.1) added to the normalised fbank, then a "
+            "time shift of -10..9 frames (official task.noise, used for Speech Commands)"
+        },
+    )
+    sample_with_replacement: bool = field(
+        default=False,
+        metadata={"help": "weights_file: draw the epoch's clips with replacement (official: without)"},
+    )
     weights_file: Optional[str] = field(
         default=None, metadata={"help": "per-clip sampling weights for the training split (balanced sampling)"}
     )

@@ -1,8 +1,10 @@
 """The registered classification model: a pre-trained encoder with a linear head.
 
 Fine-tuning trains everything (optionally with layer-wise lr decay); linear
-evaluation (``linear_eval``) freezes the encoder in eval mode and trains only
-fc_norm and the head. The state dict uses the official fine-tuned layout
+evaluation (``linear_eval``) freezes the encoder (no gradients; in training
+mode, as the official runs, unless ``frozen_encoder_eval_mode``) and trains
+only fc_norm and the head. A fine-tuned ``model_path`` whose head was trained
+for the task's labels keeps that head. The state dict uses the official fine-tuned layout
 (encoder under ``model.``, then ``fc_norm.*`` and ``head.*``).
 """
 
@@ -12,7 +14,7 @@ import dataclasses
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from fairseq.dataclass import FairseqDataclass
@@ -23,6 +25,7 @@ from ..augment import AugmentationPolicy
 from ..checkpoints.official_names import finetuned_from_official, finetuned_to_official
 from ..config_utils import dataclass_from_dict
 from ..checkpoints import load_any
+from ..checkpoints.export_format import EncoderExport
 from ..models.classifier import AudioClassifier, pooling_name
 from ..models.encoder import EncoderConfig
 from .model import assign_parameter_groups
@@ -51,15 +54,46 @@ class ClassifierModelConfig(FairseqDataclass):
         default=None, metadata={"help": "the name of model.pooling before 0.2 (CLS_TOKEN or MEAN_POOLING); still read"}
     )
     use_fc_norm: bool = field(default=True, metadata={"help": "LayerNorm on the pooled embedding"})
-    linear_eval: bool = field(default=False, metadata={"help": "freeze the encoder (eval mode); train the head only"})
-    drop_path_rate: float = field(default=0.1, metadata={"help": "stochastic depth of the last block when fine-tuning"})
-    layer_decay: float = field(default=1.0, metadata={"help": "layer-wise lr decay (1 = off; official 0.65)"})
-    mixup_alpha: float = field(default=0.0, metadata={"help": "mixup Beta(alpha, alpha); 0 = off"})
-    mixup_prob: float = field(default=1.0, metadata={"help": "probability of mixing a batch"})
-    specaug_ratio: float = field(
-        default=0.0, metadata={"help": "SpecAugment widths: up to ratio * mel bins and ratio * frames"}
+    linear_eval: bool = field(default=False, metadata={"help": "freeze the encoder; train fc_norm and the head only"})
+    frozen_encoder_eval_mode: bool = field(
+        default=False,
+        metadata={
+            "help": "linear_eval: run the frozen encoder in eval mode (no stochastic depth); the official "
+            "linear evaluation ran it in training mode, so paper recipes keep this off"
+        },
     )
-    patch_mask_ratio: float = field(default=0.0, metadata={"help": "fraction of patches dropped from the encoder input"})
+    drop_path_rate: float = field(
+        default=0.1, metadata={"help": "stochastic depth, rising linearly from 0 (first block) to this (last block)"}
+    )
+    layer_decay: float = field(
+        default=1.0, metadata={"help": "layer-wise lr decay: block i of D gets layer_decay^(D - i) (1 = off; official 0.65)"}
+    )
+    layer_decay_front_end: bool = field(
+        default=False,
+        metadata={
+            "help": "also scale the front end (patch embedding, CLS token, input norm) by layer_decay^(D + 1), "
+            "as BEiT does; the official fine-tuning leaves it at 1, so paper recipes keep this off"
+        },
+    )
+    exempt_norms_biases_from_decay: bool = field(
+        default=False,
+        metadata={
+            "help": "train norms, biases and the CLS token without weight decay (what the official code "
+            "meant; its runs decayed every parameter, so paper recipes keep this off)"
+        },
+    )
+    mixup_alpha: float = field(default=0.0, metadata={"help": "mixup Beta(alpha, alpha); 0 = off"})
+    mixup_prob: float = field(default=1.0, metadata={"help": "probability of mixing a batch (official recipes 0.9)"})
+    specaug_ratio: float = field(
+        default=0.0,
+        metadata={"help": "SpecAugment: one frequency mask up to ratio * mel bins and one time mask up to ratio * frames per clip"},
+    )
+    specaug_before_mixup: bool = field(
+        default=False, metadata={"help": "SpecAugment before mixup (official: after; paper recipes keep this off)"}
+    )
+    patch_mask_ratio: float = field(
+        default=0.0, metadata={"help": "fraction of patches dropped from the encoder input (not in any official recipe)"}
+    )
 
 
 def encoder_from_checkpoint(
@@ -68,6 +102,29 @@ def encoder_from_checkpoint(
     """Architecture and weights (our ``AudioEncoder`` names) of any supported checkpoint or export."""
     export = load_any(path, trust=trust, teacher=use_teacher)
     return export.encoder, export.encoder_state
+
+
+def head_fits(start: EncoderExport, classifier: AudioClassifier, label_ids: Optional[List[str]]) -> Optional[str]:
+    """None when ``start``'s head can continue training in ``classifier`` for ``label_ids``; else why not."""
+    head = start.head
+    if head.num_classes != classifier.head.out_features:
+        return f"it has {head.num_classes} outputs, this task {classifier.head.out_features} classes"
+    if head.pooling != classifier.pooling:
+        return f"it pools with {head.pooling!r}, this model with {classifier.pooling!r}"
+    if head.fc_norm != (classifier.fc_norm is not None):
+        return "model.use_fc_norm differs from the checkpoint's"
+    stored = [label.id for label in start.labels or []]
+    if label_ids is not None and stored and not _placeholder_labels(stored):
+        if stored != list(label_ids):
+            return "its labels are not this task's label_descriptors.csv, in the same order"
+    elif label_ids is not None:
+        logger.info("the checkpoint stores no label names; its %d outputs are taken as this task's classes in order", head.num_classes)
+    return None
+
+
+def _placeholder_labels(ids: List[str]) -> bool:
+    """The names a checkpoint reader gives a head whose labels were never stored."""
+    return ids == [f"class_{i}" for i in range(len(ids))]
 
 
 @register_model("sslam_classifier", dataclass=ClassifierModelConfig)
@@ -83,38 +140,74 @@ class SSLAMClassifierModel(BaseFairseqModel):
         except ValueError as err:
             raise ValueError(f"model.pooling: {err}") from err
         self.cfg = cfg
-        self.classifier = AudioClassifier(encoder_cfg, num_classes, pooling, cfg.use_fc_norm, freeze_encoder=cfg.linear_eval)
-        self.augmentation = AugmentationPolicy(cfg.specaug_ratio, cfg.mixup_alpha, cfg.mixup_prob, cfg.patch_mask_ratio)
-        self._set_optimizer_groups(encoder_cfg.depth)
+        self.classifier = AudioClassifier(
+            encoder_cfg,
+            num_classes,
+            pooling,
+            cfg.use_fc_norm,
+            freeze_encoder=cfg.linear_eval,
+            frozen_encoder_eval_mode=cfg.frozen_encoder_eval_mode,
+        )
+        self.augmentation = AugmentationPolicy(
+            cfg.specaug_ratio,
+            cfg.mixup_alpha,
+            cfg.mixup_prob,
+            cfg.patch_mask_ratio,
+            specaug_before_mixup=cfg.specaug_before_mixup,
+        )
+        self._set_optimizer_groups()
 
-    def _set_optimizer_groups(self, depth: int) -> None:
-        """The groups and lr scales the classifier declares (no weight decay, layer decay)."""
-        assign_parameter_groups(self.classifier, self.classifier.no_weight_decay())
-        if self.cfg.layer_decay == 1.0:
-            return
+    def _set_optimizer_groups(self) -> None:
+        """Each trained parameter's lr scale (layer decay) and weight-decay group for fairseq's composite optimizer."""
+        if self.cfg.exempt_norms_biases_from_decay:
+            assign_parameter_groups(self.classifier, self.classifier.no_weight_decay())
+        scales = self.classifier.lr_scales(self.cfg.layer_decay, self.cfg.layer_decay_front_end)
         for name, param in self.classifier.named_parameters():
-            if param.requires_grad:
-                scale = self.cfg.layer_decay ** (depth + 1 - self.classifier.layer_depth(name))
-                param.optim_overrides = {"optimizer": {"lr_scale": scale}}
+            if param.requires_grad and scales[name] != 1.0:
+                param.optim_overrides = {"optimizer": {"lr_scale": scales[name]}}
 
     @classmethod
     def build_model(cls, cfg: ClassifierModelConfig, task=None) -> "SSLAMClassifierModel":
-        weights = None
+        if not 0.0 <= cfg.drop_path_rate < 1.0:
+            raise ValueError(f"model.drop_path_rate must be in [0, 1), got {cfg.drop_path_rate}")
+        if not 0.0 < cfg.layer_decay <= 1.0:
+            raise ValueError(f"model.layer_decay must be in (0, 1], got {cfg.layer_decay}")
+        start = None
         encoder_cfg = dataclass_from_dict(EncoderConfig, _as_dict(cfg.encoder))
         if cfg.model_path:
-            encoder_cfg, weights = encoder_from_checkpoint(
-                resolve_model_path(cfg.model_path), cfg.use_teacher, cfg.trust_checkpoint
-            )
+            start = load_any(resolve_model_path(cfg.model_path), trust=cfg.trust_checkpoint, teacher=cfg.use_teacher)
+            encoder_cfg = start.encoder
             if isinstance(cfg, DictConfig):  # saved with the checkpoint: it is self-contained
                 with open_dict(cfg):
                     cfg.encoder = OmegaConf.structured(encoder_cfg)
-        if not cfg.linear_eval:
-            encoder_cfg = dataclasses.replace(encoder_cfg, end_drop_path=cfg.drop_path_rate)
+        # As the official fine-tuning: no dropout; stochastic depth from 0 to drop_path_rate.
+        encoder_cfg = dataclasses.replace(
+            encoder_cfg,
+            dropout=0.0,
+            attention_dropout=0.0,
+            activation_dropout=0.0,
+            post_mlp_dropout=0.0,
+            start_drop_path=0.0,
+            end_drop_path=cfg.drop_path_rate,
+        )
         model = cls(cfg, encoder_cfg, task.num_classes)
-        if weights is not None:
-            model.classifier.encoder.load_state_dict(weights, strict=True)
+        if start is not None:
+            model.classifier.encoder.load_state_dict(start.encoder_state, strict=True)
             logger.info("encoder weights from %s (%s)", cfg.model_path, "teacher" if cfg.use_teacher else "student")
+            model._keep_head(start, task)
         return model
+
+    def _keep_head(self, start: EncoderExport, task) -> None:
+        """Continue from a fine-tuned checkpoint's head when it was trained for this task's labels."""
+        if start.head is None:
+            return
+        label_ids = list(task.labels.ids) if task is not None else None
+        reason = head_fits(start, self.classifier, label_ids)
+        if reason is not None:
+            logger.warning("%s has a classification head, not used: %s; the head starts fresh", self.cfg.model_path, reason)
+            return
+        self.classifier.load_state_dict({**{"encoder." + k: v for k, v in start.encoder_state.items()}, **start.head_state})
+        logger.info("%s: continuing with its classification head (%d classes)", self.cfg.model_path, start.head.num_classes)
 
     def forward(self, source: torch.Tensor, target: Optional[torch.Tensor] = None, **unused) -> Dict[str, Any]:
         """(B, 1, T, M) -> {"logits": (B, C), "target": (B, C) after mixup}."""

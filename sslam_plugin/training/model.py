@@ -38,6 +38,13 @@ class SSLAMPretrainingModelConfig(FairseqDataclass, PretrainingConfig):
     mixing: MixingConfig = field(
         default_factory=MixingConfig, metadata={"help": "SSLAM stage 2 (partial mixtures, SRL) when enabled"}
     )
+    exempt_norms_biases_from_decay: bool = field(
+        default=False,
+        metadata={
+            "help": "train norms, biases and the CLS token without weight decay (what the official code "
+            "meant; its runs decayed every parameter, so paper recipes keep this off)"
+        },
+    )
 
 
 def _as_dict(cfg: Any) -> Dict[str, Any]:
@@ -45,9 +52,12 @@ def _as_dict(cfg: Any) -> Dict[str, Any]:
 
 
 def assign_parameter_groups(module: torch.nn.Module, no_decay: set) -> None:
-    """Tell fairseq's composite optimizer which group each trained parameter joins.
+    """Put the trained parameters named in ``no_decay`` in the optimizer group without weight decay.
 
     ``no_decay``: the names the model itself declares (``module.no_weight_decay()``).
+    Only with ``exempt_norms_biases_from_decay``: the official runs asked fairseq
+    for the exemption in a form its composite optimizer ignores, so every
+    parameter there was decayed, and paper recipes do the same.
     """
     for name, param in module.named_parameters():
         if param.requires_grad and name in no_decay:
@@ -56,7 +66,9 @@ def assign_parameter_groups(module: torch.nn.Module, no_decay: set) -> None:
 
 @register_model("sslam_pretraining", dataclass=SSLAMPretrainingModelConfig)
 class SSLAMPretrainingModel(BaseFairseqModel):
-    def __init__(self, cfg: PretrainingConfig, mixing: Optional[MixingConfig] = None):
+    def __init__(
+        self, cfg: PretrainingConfig, mixing: Optional[MixingConfig] = None, exempt_norms_biases_from_decay: bool = False
+    ):
         super().__init__()
         if mixing is not None and mixing.enabled:
             self.pretrainer: BootstrapPretrainer = SourceRetentionPretrainer(cfg, mixing)
@@ -64,9 +76,10 @@ class SSLAMPretrainingModel(BaseFairseqModel):
             self.pretrainer = BootstrapPretrainer(cfg)
         self.num_updates = 0
         self.teacher_updates = 0  # the last update the teacher followed the student for
-        # fairseq's composite optimizer (dynamic_groups) puts these in the
-        # optimizer group of that name; the configs give it weight_decay 0.
-        assign_parameter_groups(self.pretrainer, self.pretrainer.no_weight_decay())
+        if exempt_norms_biases_from_decay:
+            # fairseq's composite optimizer (dynamic_groups) puts these in the
+            # optimizer group of that name; the configs give it weight_decay 0.
+            assign_parameter_groups(self.pretrainer, self.pretrainer.no_weight_decay())
 
     @classmethod
     def build_model(cls, cfg: SSLAMPretrainingModelConfig, task=None) -> "SSLAMPretrainingModel":
@@ -76,7 +89,7 @@ class SSLAMPretrainingModel(BaseFairseqModel):
         if task is not None and hasattr(task.cfg, "norm_mean"):
             # the mean-of-power mixture needs the task's normalisation constants
             mixing = replace(mixing, norm_mean=task.cfg.norm_mean, norm_std=task.cfg.norm_std)
-        return cls(core, mixing)
+        return cls(core, mixing, bool(data.get("exempt_norms_biases_from_decay", False)))
 
     def forward(
         self, source: torch.Tensor, mask: torch.Tensor, batch_seed: Optional[int] = None, **unused
