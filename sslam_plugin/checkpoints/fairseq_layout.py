@@ -191,6 +191,10 @@ def _labels(
         task_state = ckpt.get("task_state") or {}
         ids = task_state.get("label_ids") if isinstance(task_state, Mapping) else None
         names = task_state.get("label_names") if isinstance(task_state, Mapping) else None
+        official = task_state.get("labels") if isinstance(task_state, Mapping) else None
+        if ids is None and isinstance(official, Mapping) and official:
+            # the official fine-tuning task stores {label id: logit index}, without display names
+            ids = [label for label, _ in sorted(official.items(), key=lambda item: int(item[1]))]
         if ids is None:
             logger.info("%s: no label names stored; using class_0..class_%d (pass --labels CSV)", source, num_classes - 1)
             return [Label(i, f"class_{i}", f"class_{i}") for i in range(num_classes)]
