@@ -51,8 +51,10 @@ def test_teacher_weights_are_selectable(official_path):
 
 def test_linear_eval_keeps_the_encoder_frozen(official_path):
     torch.manual_seed(0)
-    model = build(official_path, linear_eval=True, mixup_alpha=0.8, patch_mask_ratio=0.2).train()
-    assert not model.classifier.encoder.training  # eval mode even while training the head
+    model = build(official_path, linear_eval=True, mixup_alpha=0.8, specaug_ratio=0.2).train()
+    # as the official linear evaluation: frozen, but in training mode (stochastic depth active)
+    assert model.classifier.encoder.training
+    assert model.classifier.encoder.blocks[-1].drop_path.prob == pytest.approx(0.1)
     before = {k: v.clone() for k, v in model.classifier.encoder.state_dict().items()}
     head_before = model.classifier.head.weight.clone()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -70,6 +72,16 @@ def test_linear_eval_keeps_the_encoder_frozen(official_path):
     for key, value in model.classifier.encoder.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert not torch.equal(model.classifier.head.weight, head_before)
+    # no autograd graph through the frozen encoder
+    assert not model.classifier.embed(torch.randn(2, 1, 128, 128)).requires_grad
+
+
+def test_linear_eval_encoder_eval_mode_switch(official_path):
+    model = build(official_path, linear_eval=True, frozen_encoder_eval_mode=True).train()
+    assert not model.classifier.encoder.training and model.classifier.head.training
+    x = torch.randn(2, 1, 128, 128)
+    with torch.no_grad():  # eval mode: no stochastic depth, so two passes agree
+        assert torch.equal(model(x)["logits"], model(x)["logits"])
 
 
 def test_state_dict_uses_official_finetuned_layout(official_path):
@@ -84,20 +96,65 @@ def test_state_dict_uses_official_finetuned_layout(official_path):
         assert torch.equal(value, state[key]), key
 
 
-def test_layer_decay_scales(official_path):
-    model = build(official_path, layer_decay=0.5)
-    classifier = model.classifier  # the model declares depths and groups; depth 2
-    assert classifier.layer_depth("encoder.patch_embed.proj.weight") == 0
-    assert classifier.layer_depth("encoder.blocks.1.attn.qkv.weight") == 2
-    assert classifier.layer_depth("head.weight") == 3
+def test_layer_decay_scales_blocks_only(official_path):
+    model = build(official_path, layer_decay=0.5)  # depth 2
+    scales = {n: p.optim_overrides["optimizer"]["lr_scale"] for n, p in model.classifier.named_parameters()
+              if hasattr(p, "optim_overrides")}
+    assert scales == {**{f"encoder.blocks.0.{k}": 0.25 for k, _ in model.classifier.encoder.blocks[0].named_parameters()},
+                      **{f"encoder.blocks.1.{k}": 0.5 for k, _ in model.classifier.encoder.blocks[1].named_parameters()}}
+    # paper rule: nothing is exempt from weight decay (no parameter leaves the default group)
+    assert not any(hasattr(p, "param_group") for p in model.classifier.parameters())
+
+
+def test_weight_decay_exemption_and_front_end_decay_switches(official_path):
+    model = build(official_path, layer_decay=0.5, exempt_norms_biases_from_decay=True, layer_decay_front_end=True)
+    classifier = model.classifier
     no_decay = classifier.no_weight_decay()
     assert {"encoder.cls_token", "encoder.input_norm.weight", "head.bias", "fc_norm.weight"} <= no_decay
     assert not no_decay & {"head.weight", "encoder.blocks.0.attn.qkv.weight", "encoder.patch_embed.proj.weight"}
-    scales = {n: p.optim_overrides["optimizer"]["lr_scale"] for n, p in model.classifier.named_parameters()}
-    assert scales["head.weight"] == 1.0
-    assert scales["encoder.blocks.1.attn.qkv.weight"] == 0.5
-    assert scales["encoder.cls_token"] == 0.125
-    assert model.classifier.encoder.cls_token.param_group == "no_weight_decay"
+    assert {n for n, p in classifier.named_parameters() if getattr(p, "param_group", None) == "no_weight_decay"} == no_decay
+    assert classifier.encoder.cls_token.optim_overrides["optimizer"]["lr_scale"] == 0.125  # layer 0 of depth 2
+    assert not hasattr(classifier.head.weight, "optim_overrides")  # scale 1
+
+
+def _finetuned_checkpoint(tmp_path, official_path, label_ids):
+    """A fine-tuned checkpoint of this plugin (official layout, labels in task_state)."""
+    model = build(official_path)
+    torch.nn.init.normal_(model.classifier.head.weight)
+    path = tmp_path / "finetuned.pt"
+    torch.save({"model": model.state_dict(), "cfg": {"model": {"_name": "sslam_classifier", "pooling": "cls"},
+                                                     "task": {"_name": "sslam_classification", "multilabel": True}},
+                "task_state": {"label_ids": label_ids, "label_names": label_ids}}, path)
+    return model, path
+
+
+def test_finetuned_model_path_keeps_a_matching_head(tmp_path, official_path, caplog):
+    ids = [f"/m/{i}" for i in range(5)]
+    trained, path = _finetuned_checkpoint(tmp_path, official_path, ids)
+    task = SimpleNamespace(num_classes=5, labels=SimpleNamespace(ids=ids))
+    with caplog.at_level("INFO"):
+        model = SSLAMClassifierModel.build_model(ClassifierModelConfig(model_path=str(path)), task)
+    assert "continuing with its classification head (5 classes)" in caplog.text
+    assert torch.equal(model.classifier.head.weight, trained.classifier.head.weight)
+    assert torch.equal(model.classifier.encoder.blocks[1].mlp.fc1.weight, trained.classifier.encoder.blocks[1].mlp.fc1.weight)
+
+
+@pytest.mark.parametrize("labels, reason", [
+    ([f"/m/{i}" for i in (1, 0, 2, 3, 4)], "its labels are not this task's label_descriptors.csv"),
+    ([f"/m/{i}" for i in range(4)], "it has 4 outputs, this task 5 classes"),
+])
+def test_finetuned_model_path_with_other_labels_starts_a_fresh_head(tmp_path, official_path, caplog, labels, reason):
+    trained, path = _finetuned_checkpoint(tmp_path, official_path, labels)
+    if len(labels) != 5:  # a head of another size: rebuild the checkpoint with that many outputs
+        state = trained.state_dict()
+        state["head.weight"], state["head.bias"] = state["head.weight"][:4], state["head.bias"][:4]
+        torch.save({**torch.load(path, weights_only=False), "model": state}, path)
+    task = SimpleNamespace(num_classes=5, labels=SimpleNamespace(ids=[f"/m/{i}" for i in range(5)]))
+    with caplog.at_level("WARNING"):
+        model = SSLAMClassifierModel.build_model(ClassifierModelConfig(model_path=str(path)), task)
+    assert "has a classification head, not used: " + reason in caplog.text
+    assert not torch.equal(model.classifier.head.weight[:4], trained.classifier.head.weight[:4])
+    assert torch.equal(model.classifier.encoder.blocks[1].mlp.fc1.weight, trained.classifier.encoder.blocks[1].mlp.fc1.weight)
 
 
 def test_demo_finetuning_improves_validation_map(demo_data):

@@ -56,16 +56,26 @@ def test_demo_config_trains_and_writes_official_layout(straight_run):
     assert not torch.equal(model["_ema"]["blocks.0.attn.qkv.weight"], model["blocks.0.attn.qkv.weight"])
 
 
-def test_weight_decay_skips_norms_biases_and_cls(straight_run):
+def test_weight_decay_applies_to_every_parameter_as_in_the_official_runs(straight_run):
     run_dir, _ = straight_run
     ckpt = torch.load(run_dir / "checkpoints" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
     groups = {name: state["param_groups"][0] for name, state in ckpt["last_optimizer_state"].items()}
-    assert groups["default"]["weight_decay"] == 0.05
-    assert groups["no_weight_decay"]["weight_decay"] == 0.0
-    # demo model: 4 blocks x (2 norms x 2 + 4 biases) + input norm (2) + patch bias + CLS + 2 decoder biases + proj bias
-    assert len(groups["no_weight_decay"]["params"]) == 4 * 8 + 2 + 1 + 1 + 2 + 1
-    # weights: 4 blocks x 4 linear weights + patch conv + 2 decoder convs + decoder proj
-    assert len(groups["default"]["params"]) == 4 * 4 + 1 + 2 + 1
+    assert list(groups) == ["default"] and groups["default"]["weight_decay"] == 0.05
+    # demo model: 4 blocks x 12 tensors + patch conv and bias + input norm (2) + CLS + decoder (2 convs,
+    # 2 biases) + decoder proj (weight, bias)
+    assert len(groups["default"]["params"]) == 4 * 12 + 2 + 2 + 1 + 4 + 2
+
+
+def test_weight_decay_exemption_switch_for_pretraining():
+    from conftest import tiny_config
+    from sslam_plugin.training.model import NO_WEIGHT_DECAY_GROUP, SSLAMPretrainingModel
+
+    exempt = SSLAMPretrainingModel(tiny_config(), exempt_norms_biases_from_decay=True)
+    grouped = {n for n, p in exempt.pretrainer.named_parameters() if getattr(p, "param_group", None) == NO_WEIGHT_DECAY_GROUP}
+    assert grouped == {n for n, p in exempt.pretrainer.named_parameters() if p.requires_grad} & exempt.pretrainer.no_weight_decay()
+    assert "student.cls_token" in grouped or any(n.endswith("cls_token") for n in grouped)
+    paper = SSLAMPretrainingModel(tiny_config())
+    assert not any(hasattr(p, "param_group") for p in paper.pretrainer.parameters())
 
 
 def test_resume_continues_updates_schedule_and_weights(demo_data, straight_run):

@@ -157,3 +157,23 @@ def test_final_weights_equal_the_official_run(replay):
     for name, value in official.items():
         diff = (ours[name].float() - value.float()).abs().max().item()
         assert diff <= 1e-5, f"{name}: max abs difference {diff:.2e}"
+
+
+@pytest.mark.parametrize("checkpoint", ["init", "final"])
+def test_official_finetuned_checkpoints_give_their_logits_at_inference(checkpoint):
+    """The fixture's own check: logits of two clips from init.pt and final.pt, through load_encoder."""
+    import soundfile as sf
+
+    from sslam_plugin.inference import load_encoder
+
+    require_reference(FIXTURE)
+    check = json.loads((FIXTURE / "expected.json").read_text())["self_check"][checkpoint]
+    model = load_encoder(FIXTURE / f"{checkpoint}.pt")
+    assert [label.id for label in model.labels] == [
+        label["mid"] for label in json.loads((FIXTURE / "expected.json").read_text())["data"]["labels_in_logit_order"]
+    ]
+    for clip, values in check["clips"].items():
+        waveform, rate = sf.read(FIXTURE / "data" / "wav" / f"{clip}.wav", dtype="float32")
+        with torch.no_grad():
+            logits = model.logits(torch.from_numpy(waveform), rate)[0]
+        assert torch.allclose(logits, torch.tensor(values["logits"]), atol=1e-4), (clip, logits)
