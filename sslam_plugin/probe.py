@@ -2,7 +2,8 @@
 
 The fairseq linear evaluation (``config/linear_eval``, the paper's protocol)
 runs the frozen encoder at every update, because its augmentations (mixup,
-roll, dropped patches) act on the input. Without input augmentation a frozen
+SpecAugment, roll) act on the input and the official runs keep the encoder in
+training mode (stochastic depth on). Without input augmentation a frozen
 encoder in eval mode gives every clip the same pooled embedding at every
 epoch, so here it is computed once per clip and the head (``fc_norm`` +
 ``Linear``, as :class:`~sslam_plugin.models.classifier.AudioClassifier`) is
