@@ -12,9 +12,10 @@ whatever the probes give.
 
 The front end (target length, normalisation), the random encoder's
 architecture and multi-label scoring come from the demo's linear-evaluation
-recipe (config/linear_eval/_datasets/demo.yaml). That recipe, run with
-fairseq-hydra-train, is the paper protocol (with input augmentation, the
-encoder re-run at every update); this probe is its fast counterpart.
+recipe (config/linear_eval/_datasets/demo.yaml). Neither is the paper protocol:
+config/linear_eval/<dataset> recipes, run with fairseq-hydra-train, are (input
+augmentation, the frozen encoder re-run in training mode at every update);
+this probe is a fast, augmentation-free comparison of encoders.
 
     python scripts/demo_linear_eval.py --data demo_data/manifests --runs demo_data/runs/linear_eval \\
         --encoder random= --encoder stage1=.../checkpoint_last.pt --encoder stage2=.../checkpoint_last.pt \\

@@ -14,6 +14,7 @@ import functools
 import math
 
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 import torchaudio
@@ -29,11 +30,15 @@ __all__ = [
     "normalize_fbank",
     "waveform_to_features",
     "resample_to",
+    "WaveformTransform",
 ]
 
 SAMPLE_RATE = 16000
 AUDIOSET_MEAN = -4.268
 AUDIOSET_STD = 4.569
+
+# (time,) zero-mean 16 kHz float32 waveform -> (time',) waveform, e.g. a training augmentation
+WaveformTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,14 @@ def compute_fbank(waveform: torch.Tensor, cfg: FbankConfig = FbankConfig()) -> t
     Returns:
         (frames, num_mel_bins) float32 log-mel energies, neither padded nor normalised.
     """
+    _check_waveform(waveform, cfg)
+    wav = waveform.float()
+    wav = wav - wav.mean()
+    return kaldi_fbank(wav, cfg.num_mel_bins, cfg.frame_length_ms, cfg.frame_shift_ms)
+
+
+def _check_waveform(waveform: torch.Tensor, cfg: FbankConfig) -> None:
+    """Raise ValueError unless ``waveform`` is (time,) with at least one analysis window."""
     if waveform.dim() != 1:
         raise ValueError(f"expected a mono (time,) waveform, got shape {tuple(waveform.shape)}")
     min_samples = int(SAMPLE_RATE * cfg.frame_length_ms / 1000)
@@ -131,9 +144,6 @@ def compute_fbank(waveform: torch.Tensor, cfg: FbankConfig = FbankConfig()) -> t
             f"waveform has {waveform.numel()} samples; at least {min_samples} "
             f"({cfg.frame_length_ms} ms at {SAMPLE_RATE} Hz) are needed for one frame"
         )
-    wav = waveform.float()
-    wav = wav - wav.mean()
-    return kaldi_fbank(wav, cfg.num_mel_bins, cfg.frame_length_ms, cfg.frame_shift_ms)
 
 
 @functools.lru_cache(maxsize=8)
@@ -211,17 +221,31 @@ def normalize_fbank(fbank: torch.Tensor, mean: float, std: float) -> torch.Tenso
 
 
 def waveform_to_features(
-    waveform: torch.Tensor, sample_rate: int, cfg: FbankConfig = FbankConfig()
+    waveform: torch.Tensor,
+    sample_rate: int,
+    cfg: FbankConfig = FbankConfig(),
+    transform: Optional[WaveformTransform] = None,
 ) -> torch.Tensor:
-    """Full front end: resample, fbank, pad/crop, normalise.
+    """Full front end: resample, (transform,) fbank, pad/crop, normalise.
 
     Args:
         waveform: (time,) mono waveform at ``sample_rate``.
+        transform: applied to the 16 kHz float32 waveform after its mean is removed,
+            and its output goes to the filterbank as it is: where and how the
+            official fine-tuning rolls and scales training clips.
 
     Returns:
         (cfg.target_length, cfg.num_mel_bins) normalised log-mel features.
     """
     wav = resample_to(waveform, sample_rate)
-    fbank = compute_fbank(wav, cfg)
+    if transform is None:
+        fbank = compute_fbank(wav, cfg)
+    else:
+        _check_waveform(wav, cfg)  # before the transform: a roll of an empty clip would fail obscurely
+        wav = wav.float()
+        wav = transform(wav - wav.mean())
+        _check_waveform(wav, cfg)
+        # no second mean removal (compute_fbank's): the official code feeds the transformed clip to Kaldi
+        fbank = kaldi_fbank(wav, cfg.num_mel_bins, cfg.frame_length_ms, cfg.frame_shift_ms)
     fbank = pad_or_crop(fbank, cfg.target_length)
     return normalize_fbank(fbank, cfg.norm_mean, cfg.norm_std)

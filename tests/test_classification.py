@@ -191,8 +191,8 @@ def test_demo_finetuning_improves_validation_map(demo_data):
     assert "the same 10 labels in another order (first difference at index 0: 'low_hum'" in resumed.stdout + resumed.stderr
 
 
-def test_roll_shifts_training_clips_in_time_reproducibly(demo_data):
-    """task.roll_aug: each training clip circularly shifted, from (seed, epoch, index)."""
+def test_roll_fbank_shifts_training_clips_in_time_reproducibly(demo_data):
+    """task.roll_aug with task.roll_fbank: each training clip's frames circularly shifted, from (seed, epoch, index)."""
     from sslam_plugin.data import read_manifest
     from sslam_plugin.features import FbankConfig
     from sslam_plugin.data.labelled import LabelledClips
@@ -201,7 +201,7 @@ def test_roll_shifts_training_clips_in_time_reproducibly(demo_data):
     labels = [[0]] * len(manifest)
     fbank = FbankConfig(target_length=128)
     plain = LabelledClips(manifest, labels, 10, fbank, training=True, roll=False, seed=5)
-    rolled = LabelledClips(manifest, labels, 10, fbank, training=True, roll=True, seed=5)
+    rolled = LabelledClips(manifest, labels, 10, fbank, training=True, roll=True, seed=5, roll_fbank=True)
 
     def shift_of(index: int) -> int:
         x, y = plain[index]["source"][0], rolled[index]["source"][0]  # (T, M)
@@ -214,6 +214,28 @@ def test_roll_shifts_training_clips_in_time_reproducibly(demo_data):
     assert [shift_of(i) for i in range(6)] == first  # the same draw for the same (seed, epoch, index)
     rolled.set_epoch(2)
     assert [shift_of(i) for i in range(6)] != first
+
+
+def test_roll_aug_rolls_and_scales_the_waveform_before_the_fbank(demo_data):
+    """task.roll_aug (official): the 16 kHz zero-mean waveform rolled by k and scaled by Beta(10, 10) + 0.5, then the fbank."""
+    from sslam_plugin.data import read_manifest
+    from sslam_plugin.data.audio import load_audio
+    from sslam_plugin.data.labelled import LabelledClips
+    from sslam_plugin.features import FbankConfig, kaldi_fbank, normalize_fbank, pad_or_crop, resample_to
+
+    manifest = read_manifest(demo_data / "data" / "manifests" / "train.tsv")
+    fbank = FbankConfig(target_length=128)
+    rolled = LabelledClips(manifest, [[0]] * len(manifest), 10, fbank, training=True, roll=True, seed=5)
+    rolled.set_epoch(2)
+    for index in range(3):
+        wav, rate = load_audio(manifest.full_path(index))
+        wav = resample_to(wav, rate).float()
+        wav = wav - wav.mean()
+        rng = np.random.default_rng([5, 2, index])  # (seed, epoch, index)
+        k, g = int(rng.integers(len(wav))), float(rng.beta(10, 10)) + 0.5
+        expected = kaldi_fbank(torch.roll(wav, k) * g)
+        expected = normalize_fbank(pad_or_crop(expected, 128), fbank.norm_mean, fbank.norm_std)
+        assert torch.equal(rolled[index]["source"][0], expected)
 
 
 def test_pooling_names_old_and_official_still_load(official_path, caplog):

@@ -37,12 +37,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
-from ..features import FbankConfig, normalize_fbank, waveform_to_features
+from ..features import FbankConfig, WaveformTransform, normalize_fbank, waveform_to_features
 from .audio import AudioLoadError, load_audio
 from .manifest import Manifest, ManifestError
 
@@ -121,12 +121,16 @@ class RobustClipReader:
     def __len__(self) -> int:
         return len(self.manifest)
 
-    def features(self, index: int) -> torch.Tensor:
-        """(T, M) features of clip ``index``; raises AudioLoadError for any unusable clip."""
+    def features(self, index: int, transform: Optional[WaveformTransform] = None) -> torch.Tensor:
+        """(T, M) features of clip ``index``; raises AudioLoadError for any unusable clip.
+
+        ``transform``: applied to the 16 kHz zero-mean waveform before the fbank
+        (:func:`~sslam_plugin.features.waveform_to_features`).
+        """
         path = self.manifest.full_path(index)
         waveform, sample_rate = load_audio(path)  # (time,) mono at the file's rate
         try:
-            return waveform_to_features(waveform, sample_rate, self.fbank)
+            return waveform_to_features(waveform, sample_rate, self.fbank, transform)
         except ValueError as err:  # e.g. shorter than one analysis window
             raise AudioLoadError(f"{path}: {err}") from err
 
@@ -143,11 +147,12 @@ class RobustClipReader:
         pick = int(np.random.default_rng([self.seed, index, attempt]).integers(n - 1))
         return pick + 1 if pick >= index else pick
 
-    def _try(self, index: int) -> torch.Tensor:
+    def _try(self, index: int, transform: Optional[WaveformTransform] = None) -> torch.Tensor:
         if index in self.known_bad:
             raise _KnownBad(self.known_bad[index])
         try:
-            return self.features(index)
+            # the one-argument call without a transform: code that wraps features(index) keeps working
+            return self.features(index) if transform is None else self.features(index, transform)
         except AudioLoadError as err:
             path = str(self.manifest.full_path(index))
             failure = ClipFailure(index, path, failure_reason(err, path))
@@ -155,10 +160,12 @@ class RobustClipReader:
             logger.warning("unusable clip %d (%s): %s", index, path, failure.reason)
             raise _KnownBad(failure) from err
 
-    def read(self, index: int) -> ClipRead:
+    def read(self, index: int, transform: Optional[WaveformTransform] = None) -> ClipRead:
         """Features of clip ``index`` or, if it is unusable, of a substitute (or silence).
 
-        Raises RuntimeError after ``max_substitutions + 1`` failures in a row.
+        ``transform`` (a waveform augmentation) is applied to whichever clip is
+        read; silence is not transformed. Raises RuntimeError after
+        ``max_substitutions + 1`` failures in a row.
         """
         failures: List[ClipFailure] = []
         candidate = index
@@ -166,7 +173,7 @@ class RobustClipReader:
             if attempt:
                 candidate = self.substitute(index, attempt)
             try:
-                return ClipRead(self._try(candidate), candidate, failures)
+                return ClipRead(self._try(candidate, transform), candidate, failures)
             except _KnownBad as bad:
                 failures.append(bad.failure)
                 self.num_failures += 1

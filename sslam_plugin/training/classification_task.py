@@ -50,7 +50,7 @@ class LabelledFbankDataset(FairseqDataset):
 
     @property
     def can_reuse_epoch_itr_across_epochs(self) -> bool:
-        return self.clips.sample_weights is None and not self.clips.roll
+        return not self.clips.varies_by_epoch
 
     def collater(self, samples: List[Dict[str, object]]) -> Dict[str, object]:
         return self.clips.collate(samples)
@@ -138,6 +138,9 @@ class SSLAMClassificationTask(FbankTask):
             seed=self.cfg.seed,
             weights_file=resolve_launch_path(weights) if weights else None,
             num_samples=self.cfg.num_samples,
+            roll_fbank=self.cfg.roll_fbank,
+            noise=self.cfg.noise_aug,
+            sample_with_replacement=self.cfg.sample_with_replacement,
         )
         return LabelledFbankDataset(clips)
 

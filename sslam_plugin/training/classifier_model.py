@@ -86,7 +86,10 @@ class ClassifierModelConfig(FairseqDataclass):
     mixup_prob: float = field(default=1.0, metadata={"help": "probability of mixing a batch (official recipes 0.9)"})
     specaug_ratio: float = field(
         default=0.0,
-        metadata={"help": "SpecAugment: one frequency mask up to ratio * mel bins and one time mask up to ratio * frames per clip"},
+        metadata={
+            "help": "SpecAugment (official mask_ratio): per clip one frequency mask narrower than ratio * mel bins "
+            "and one time mask narrower than ratio * frames"
+        },
     )
     specaug_before_mixup: bool = field(
         default=False, metadata={"help": "SpecAugment before mixup (official: after; paper recipes keep this off)"}

@@ -33,11 +33,34 @@ per update on 1, 2, 4 or 8 GPUs; a run already at ``max_update`` ends there.
 Processes this launcher spawns fork their DataLoader workers
 (:func:`fork_data_workers`) and, on the CPU, share the machine's threads
 (:func:`share_cpu_threads`).
+
+One job owns a run folder (:mod:`.run_lock`): the process that starts global
+rank 0 (this launcher for local processes and for SLURM's first node, rank 0
+under torchrun or with one SLURM task per device: :func:`owns_the_run`) takes
+the folder's lock when hydra starts the run (:class:`LaunchCallback`, before
+hydra writes into the folder), so the checkpoint choice and every save happen
+under it, and holds it until its ranks have ended. The job's other processes
+never touch the lock: they cannot wait for it (rank 0 holds it for the whole
+run, and waits for them), and they save no checkpoint. A second launch is
+refused at once (exit status :data:`RUN_IN_USE_EXIT_STATUS`); its other
+processes, under torchrun or SLURM, end when the scheduler ends the failed
+step (torchrun at once; ``srun`` at once with ``--kill-on-bad-exit=1``,
+otherwise when their rendezvous with the refused rank 0 times out), having
+trained nothing.
+
+Ranks die with their launcher: a process spawned here asks Linux for
+``SIGKILL`` when its launcher dies (:func:`die_with_launcher`), so a
+``kill -9`` of the launcher (or its crash) ends the run's ranks too, and with
+them the lock. Under torchrun and SLURM the ranks are the scheduler's
+children, not this launcher's: ending the step (``scancel``, a time limit, a
+failed task) kills all of them, and torchrun's agent stops its workers when
+one of them fails or it is signalled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
@@ -46,20 +69,30 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
+from . import run_lock
 from .resume import already_finished, choose_checkpoint, resolve_launch_path, resolve_model_path
 
 __all__ = [
     "LaunchCallback", "Topology", "infer_topology", "call_main", "prepare_run", "keep_effective_batch", "place_training_curves",
-    "share_cpu_threads", "fork_data_workers",
+    "share_cpu_threads", "fork_data_workers", "owns_the_run", "run_lock_folder", "die_with_launcher",
+    "RUN_IN_USE_EXIT_STATUS",
 ]
 
 logger = logging.getLogger(__name__)
 
 LAUNCHED_ENV = "SSLAM_PLUGIN_LAUNCHER"  # set by prepare_run; tells the tasks the launcher ran
+RUN_IN_USE_EXIT_STATUS = 73  # sysexits.h EX_CANTCREAT: another launch owns the run folder
+RUN_IN_USE_ADVICE = (
+    "wait for it to end (a launch that crashed or was killed frees the folder at once), "
+    "or start this one in another folder with hydra.run.dir=..."
+)
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+_run_lock: Optional[run_lock.RunLock] = None  # the run folder lock this process holds
 
 
 try:  # hydra is there whenever fairseq-hydra-train is
@@ -69,12 +102,107 @@ except ImportError:  # pragma: no cover
 
 
 class LaunchCallback(_HydraCallback):  # type: ignore[misc,valid-type]
-    """hydra callback: install the plugin's launcher before fairseq starts any process."""
+    """hydra callback: own the run folder, and install the plugin's launcher before fairseq starts any process."""
+
+    def on_run_start(self, config: Any = None, **kwargs: Any) -> None:
+        """Take the run folder's lock before hydra writes its config and log into the folder.
+
+        A refused launch thus leaves a running run's folder as it was. Where the
+        folder cannot be worked out here for sure (a ``hydra.run.dir`` with the
+        time in it, which hydra resolves again), :func:`call_main` takes the
+        lock instead, in the folder hydra changed into.
+        """
+        if config is None or not owns_the_run(os.environ, _select(config, "distributed_training.distributed_rank")):
+            return
+        try:
+            from omegaconf import OmegaConf
+
+            if "now:" in str(OmegaConf.to_container(config.hydra.run, resolve=False).get("dir")):
+                return
+            run_dir = OmegaConf.select(config, "hydra.run.dir", throw_on_missing=True)
+            save_dir = _select(config, "checkpoint.save_dir") or "."
+        except Exception as err:  # noqa: BLE001 - any failure here only defers the lock to call_main
+            logger.debug("run folder not known before the job starts (%s): locking it in call_main", err)
+            return
+        if run_dir is None:
+            return
+        run_dir = os.path.abspath(str(run_dir))
+        take_run_lock(run_lock_folder(run_dir, os.path.join(run_dir, str(save_dir))))
 
     def on_job_start(self, config: Any = None, **kwargs: Any) -> None:
         from .fairseq_compat import install
 
         install()
+
+    def on_run_end(self, config: Any = None, **kwargs: Any) -> None:
+        release_run_lock()
+
+
+def _select(cfg: Any, dotted: str) -> Any:
+    try:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.select(cfg, dotted)
+    except Exception:  # noqa: BLE001 - a plain mapping, or an unresolvable value
+        return None
+
+
+def owns_the_run(environ: Mapping[str, str], distributed_rank: Optional[int] = 0) -> bool:
+    """Whether this process starts global rank 0: the one process of a job that holds the run lock.
+
+    The same cases as :func:`infer_topology`: torchrun's ``RANK``; SLURM's
+    ``SLURM_PROCID`` with several tasks (task 0 is node 0's launcher or rank
+    0); otherwise this machine's launcher. ``distributed_rank`` counts where
+    the user chose how processes meet (``distributed_init_method``).
+    """
+    if _started_by_torchrun(environ):
+        return int(environ["RANK"]) == 0
+    if _slurm_tasks(environ) is not None:
+        return int(environ.get("SLURM_PROCID", "0")) == 0
+    return int(distributed_rank or 0) == 0
+
+
+def run_lock_folder(run_dir: str, save_dir: str) -> str:
+    """The folder whose lock guards a run: the run folder, or the checkpoint folder when it lies outside it."""
+    run_dir, save_dir = os.path.abspath(run_dir), os.path.abspath(save_dir)
+    return run_dir if os.path.commonpath([run_dir, save_dir]) == run_dir else save_dir
+
+
+def take_run_lock(folder: str) -> None:
+    """Hold ``folder``'s run lock in this process (kept if held already); a refusal ends the launch.
+
+    Raises:
+        SystemExit: with :data:`RUN_IN_USE_EXIT_STATUS`, after logging the one-line refusal.
+    """
+    global _run_lock
+    if _run_lock is not None and _run_lock.held:
+        return
+    try:
+        _run_lock = run_lock.acquire(folder, advice=RUN_IN_USE_ADVICE)
+    except run_lock.RunFolderInUse as err:
+        logger.error("%s", err)
+        raise SystemExit(RUN_IN_USE_EXIT_STATUS) from None
+    if _run_lock.held:
+        logger.info("this launch owns the run folder %s (%s)", folder, _run_lock.path)
+
+
+def release_run_lock() -> None:
+    """Free the run folder (idempotent); after the ranks have ended."""
+    global _run_lock
+    if _run_lock is not None:
+        _run_lock.release()
+        _run_lock = None
+
+
+@contextlib.contextmanager
+def _owning_the_run(cfg: Any) -> Iterator[None]:
+    """Hold the run lock (if this process owns the run) from the checkpoint choice until the ranks end."""
+    if owns_the_run(os.environ, cfg.distributed_training.get("distributed_rank")):
+        take_run_lock(run_lock_folder(os.getcwd(), cfg.checkpoint.save_dir))  # hydra runs in the run folder
+    try:
+        yield
+    finally:
+        release_run_lock()
 
 
 @dataclass
@@ -112,6 +240,18 @@ def first_slurm_host(nodelist: str) -> str:
     return prefix + (ranges.split(",")[0].split("-")[0] if ranges else "")
 
 
+def _started_by_torchrun(environ: Mapping[str, str]) -> bool:
+    return all(k in environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def _slurm_tasks(environ: Mapping[str, str]) -> Optional[Tuple[int, int, str]]:
+    """(nodes, tasks, node list) of a SLURM step with several tasks or nodes; None otherwise."""
+    nodes = int(environ.get("SLURM_NNODES", environ.get("SLURM_JOB_NUM_NODES", "1")))
+    tasks = int(environ.get("SLURM_NTASKS", "1"))
+    nodelist = environ.get("SLURM_STEP_NODELIST") or environ.get("SLURM_JOB_NODELIST")
+    return (nodes, tasks, nodelist) if nodelist and (nodes > 1 or tasks > 1) else None
+
+
 def infer_topology(
     world_size: int,
     cpu: bool,
@@ -132,15 +272,14 @@ def infer_topology(
         device_count: visible GPUs.
     """
     backend = "gloo" if cpu else backend
-    if all(k in environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):  # torchrun
+    if _started_by_torchrun(environ):
         rank, world = int(environ["RANK"]), int(environ["WORLD_SIZE"])
         local = int(environ.get("LOCAL_RANK", 0))
         return Topology(world, rank - local, 1, False, local, "env://", backend)
 
-    nodes = int(environ.get("SLURM_NNODES", environ.get("SLURM_JOB_NUM_NODES", "1")))
-    tasks = int(environ.get("SLURM_NTASKS", "1"))
-    nodelist = environ.get("SLURM_STEP_NODELIST") or environ.get("SLURM_JOB_NODELIST")
-    if nodelist and (nodes > 1 or tasks > 1):
+    slurm = _slurm_tasks(environ)
+    if slurm is not None:
+        nodes, tasks, nodelist = slurm
         tasks_per_node = int(environ.get("SLURM_NTASKS_PER_NODE", "0").split("(")[0]) or tasks // nodes
         master = environ.get("MASTER_ADDR") or first_slurm_host(nodelist)
         if port <= 0:  # the same on every node: derived from the job
@@ -298,16 +437,51 @@ def _forward_stop_signals(pids: Callable[[], List[int]]) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def die_with_launcher(launcher_pid: int) -> None:
+    """Have Linux kill this spawned rank (SIGKILL) when its launcher dies; end now if it died already.
+
+    Without it a ``kill -9`` of the launcher leaves its ranks training as
+    orphans, writing into a run folder whose lock went with the launcher. The
+    parent-death signal follows the launcher's thread that spawned the ranks
+    (its main thread, which lives as long as the launcher). The check of
+    ``os.getppid()`` afterwards covers a launcher that died before the
+    request took effect (the rank was re-parented already).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        failed = libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                            ctypes.c_ulong(0)) != 0
+    except (OSError, AttributeError):
+        failed = True
+    if failed:
+        logger.warning("this rank cannot be tied to its launcher (prctl failed): it would outlive a kill -9 of it")
+        return
+    if os.getppid() != launcher_pid:
+        logger.error("the launcher (pid %d) ended before this rank started: stopping", launcher_pid)
+        exit_now(1)
+
+
 def run_rank(
-    index: int, main: Callable[..., Any], cfg: Any, kwargs: Dict[str, Any], first_rank: int, spawned: bool = False
+    index: int,
+    main: Callable[..., Any],
+    cfg: Any,
+    kwargs: Dict[str, Any],
+    first_rank: int,
+    spawned: bool = False,
+    launcher_pid: Optional[int] = None,
 ) -> None:
     """One training process: rank ``first_rank + index`` on device ``index`` of its node.
 
-    ``spawned``: this is a process the launcher started; it leaves with
+    ``spawned``: this is a process the launcher (pid ``launcher_pid``) started;
+    it dies with the launcher (:func:`die_with_launcher`), and leaves with
     ``os._exit`` once training is done and everything is flushed, because the
     interpreter's own teardown of gloo/DDP objects aborts it now and then
     ("terminate called without an active exception") after a finished run.
     """
+    if spawned and launcher_pid is not None:
+        die_with_launcher(launcher_pid)  # first: importing fairseq below takes seconds
     from fairseq.distributed import utils as distributed_utils
 
     from .data_loading import close_all_batch_iterators
@@ -381,10 +555,26 @@ def exit_now(status: int) -> None:
     os._exit(status)
 
 
-def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> None:
+def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> Any:
     """fairseq's ``call_main`` for this plugin (see the module docstring)."""
-    from .fairseq_compat import original
     from .preemption import RESUMABLE_EXIT_STATUS, requested_signal
+
+    with _owning_the_run(cfg):
+        result = _start_processes(cfg, main, **kwargs)
+    if requested_signal() is not None:
+        logger.warning(
+            "stopped on %s with a checkpoint in %s; exit status %d: the same command resumes the run",
+            requested_signal(),
+            cfg.checkpoint.save_dir,
+            RESUMABLE_EXIT_STATUS,
+        )
+        raise SystemExit(RESUMABLE_EXIT_STATUS)
+    return result
+
+
+def _start_processes(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> Any:
+    """Choose the checkpoint, then run this launcher's ranks to their end."""
+    from .fairseq_compat import original
 
     dist_cfg = cfg.distributed_training
     if (
@@ -428,7 +618,7 @@ def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> None:
     else:
         context = torch.multiprocessing.start_processes(
             run_rank,
-            args=(main, cfg, kwargs, topology.first_rank, True),
+            args=(main, cfg, kwargs, topology.first_rank, True, os.getpid()),
             nprocs=topology.local_processes,
             join=False,
             start_method="spawn",
@@ -436,11 +626,3 @@ def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> None:
         with _forward_stop_signals(lambda: [p.pid for p in context.processes if p.is_alive()]):
             while not context.join():
                 pass
-    if requested_signal() is not None:
-        logger.warning(
-            "stopped on %s with a checkpoint in %s; exit status %d: the same command resumes the run",
-            requested_signal(),
-            cfg.checkpoint.save_dir,
-            RESUMABLE_EXIT_STATUS,
-        )
-        raise SystemExit(RESUMABLE_EXIT_STATUS)

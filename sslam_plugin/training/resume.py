@@ -1,6 +1,8 @@
 """Which checkpoint a launch starts from: the run's own, an intact older one, or none.
 
-Applied by the launcher to the whole config before any process starts
+Applied by the launcher to the whole config before any process starts, while
+it holds the run folder's lock (:mod:`.run_lock`), so that no other launch
+writes a checkpoint between this choice and the ranks' loading it
 (:func:`choose_checkpoint`):
 
 * ``checkpoint_last.pt`` in the run's checkpoint folder: resume from it, after
