@@ -177,3 +177,19 @@ def test_official_finetuned_checkpoints_give_their_logits_at_inference(checkpoin
         with torch.no_grad():
             logits = model.logits(torch.from_numpy(waveform), rate)[0]
         assert torch.allclose(logits, torch.tensor(values["logits"]), atol=1e-4), (clip, logits)
+
+
+def test_the_replayed_checkpoint_records_its_real_encoder_and_loads_for_inference(replay):
+    """The recipe says ViT-B (768 wide, 12 heads); the run fine-tuned the fixture's tiny encoder. The
+    checkpoint's config must say so, or readers build the wrong model (192 wide with 12 heads)."""
+    from sslam_plugin.inference import load_encoder
+
+    expected, _, run_dir, _ = replay
+    path = run_dir / "checkpoints" / "checkpoint_last.pt"
+    saved = torch.load(path, map_location="cpu", weights_only=False)["cfg"]["model"]["encoder"]
+    arch = expected["model"]["encoder"]
+    assert (saved["embed_dim"], saved["depth"], saved["num_heads"]) == (arch["embed_dim"], arch["depth"], arch["num_heads"])
+    ours, official = load_encoder(path), load_encoder(FIXTURE / "final.pt")
+    fbank = torch.randn(2, 1, 1024, 128)
+    with torch.no_grad():
+        assert torch.allclose(ours.logits(fbank), official.logits(fbank), atol=1e-4)

@@ -15,7 +15,7 @@ import numpy as np
 from fairseq.data import FairseqDataset
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import register_task
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf, open_dict
 
 from ..data import LabelSet, read_label_descriptors
 from ..data.labelled import LabelledClips, load_labelled_split
@@ -100,6 +100,13 @@ class ClassificationTaskConfig(FairseqDataclass):
     )
     num_samples: int = field(default=200000, metadata={"help": "clips drawn per epoch with weights_file"})
     seed: int = field(default=1, metadata={"help": "seed of roll augmentation and weighted sampling"})
+    accept_config_changes: bool = field(
+        default=False,
+        metadata={
+            "help": "relaunch only: continue the run's checkpoint although settings that make another experiment "
+            "changed (data, model, seed, lr schedule, effective batch...); the launcher lists and logs them"
+        },
+    )
 
 
 @register_task("sslam_classification", dataclass=ClassificationTaskConfig)
@@ -124,6 +131,18 @@ class SSLAMClassificationTask(FbankTask):
 
     def load_dataset(self, split: str, **kwargs) -> None:
         self.datasets[split] = self.labelled_dataset(split, training=split == "train")
+
+    def build_model(self, cfg, from_checkpoint: bool = False):
+        model = super().build_model(cfg, from_checkpoint)
+        # fairseq builds the model from a merged copy of cfg; this node is the run's own
+        # config, saved in every checkpoint, and readers of a fine-tuned checkpoint take
+        # the architecture from it: record the encoder the model really has (the one of
+        # model.model_path), not the recipe's default.
+        encoder = getattr(getattr(model, "classifier", None), "encoder", None)
+        if encoder is not None and OmegaConf.is_config(cfg):
+            with open_dict(cfg):
+                cfg.encoder = OmegaConf.structured(encoder.cfg)
+        return model
 
     def labelled_dataset(self, split: str, training: bool = False) -> LabelledFbankDataset:
         weights = self.cfg.weights_file if training else None

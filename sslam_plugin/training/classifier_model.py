@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from ..augment import AugmentationPolicy
 from ..checkpoints.official_names import finetuned_from_official, finetuned_to_official
@@ -179,10 +179,7 @@ class SSLAMClassifierModel(BaseFairseqModel):
         encoder_cfg = dataclass_from_dict(EncoderConfig, _as_dict(cfg.encoder))
         if cfg.model_path:
             start = load_any(resolve_model_path(cfg.model_path), trust=cfg.trust_checkpoint, teacher=cfg.use_teacher)
-            encoder_cfg = start.encoder
-            if isinstance(cfg, DictConfig):  # saved with the checkpoint: it is self-contained
-                with open_dict(cfg):
-                    cfg.encoder = OmegaConf.structured(encoder_cfg)
+            encoder_cfg = start.encoder  # the task records it in the run's config (checkpoints are self-contained)
         # As the official fine-tuning: no dropout; stochastic depth from 0 to drop_path_rate.
         encoder_cfg = dataclasses.replace(
             encoder_cfg,
