@@ -178,3 +178,20 @@ def test_progress_bars_on_a_terminal_only(monkeypatch):
     monkeypatch.setattr(sys, "stderr", piped)
     assert parallel.parallel_map(abs, [-3, 4, -5, 6, -7], jobs=2, show_progress=True) == [3, 4, 5, 6, 7]
     assert piped.getvalue() == ""
+
+
+def test_ogg_opus_and_oga_are_found_by_default_and_other_files_are_counted(tmp_path, caplog):
+    """Files under their usual Ogg names are read by default; the rest are said, not silently left behind."""
+    import numpy as np
+    import soundfile as sf
+
+    tone = (0.1 * np.sin(np.arange(16000) / 5)).astype("float32")
+    sf.write(tmp_path / "bell.oga", tone, 16000, format="OGG", subtype="VORBIS")
+    sf.write(tmp_path / "voice.opus", tone, 48000, format="OGG", subtype="OPUS")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "cover.jpg").write_bytes(b"\xff\xd8")
+    (tmp_path / "more.jpg").write_bytes(b"\xff\xd8")
+    with caplog.at_level("INFO"):
+        assert find_audio_files(tmp_path) == ["bell.oga", "voice.opus"]
+    assert "3 other files skipped (2 .jpg, 1 .txt)" in caplog.text
+    assert [probe_header(str(tmp_path / name)).seconds for name in ("bell.oga", "voice.opus")] == [1.0, 1.0 / 3]

@@ -53,7 +53,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS: Tuple[str, ...] = ("wav", "flac", "ogg", "mp3", "aif", "aiff")  # what soundfile reads
+# what soundfile (libsndfile >= 1.1) reads; oga and opus are Ogg files under their usual names
+AUDIO_EXTENSIONS: Tuple[str, ...] = ("wav", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff")
 
 # Rejection categories: a reason is "<category>" or "<category>: <detail>".
 REJECT_MISSING = "missing"
@@ -131,6 +132,7 @@ def find_audio_files(
     if not suffixes:
         raise ValueError("no audio extensions given")
     found: List[str] = []
+    skipped: Dict[str, int] = {}  # other files, by extension: said once, so none is left behind unnoticed
     seen = set()
     stack = [""]
     while stack:
@@ -155,6 +157,15 @@ def find_audio_files(
                 stack.append(rel)
             elif entry.name.lower().endswith(suffixes):
                 found.append(rel)
+            else:
+                ext = os.path.splitext(entry.name)[1].lower() or "(none)"
+                skipped[ext] = skipped.get(ext, 0) + 1
+    if skipped:
+        listed = ", ".join(f"{n} {ext}" for ext, n in sorted(skipped.items(), key=lambda item: -item[1]))
+        logger.info(
+            "%s: %d other files skipped (%s); to include them, add their extensions (--ext)",
+            root, sum(skipped.values()), listed,
+        )
     if path_must_contain:
         found = [rel for rel in found if path_must_contain in rel]
     found.sort()
