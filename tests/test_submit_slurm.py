@@ -108,3 +108,22 @@ def _call(job):
     except RuntimeError as err:  # the stopped run exits with the resumable status
         return err
     return None
+
+
+@pytest.mark.parametrize("restarts, requeued", [("0", True), ("2", True), (str(submit.MAX_STALL_REQUEUES), False)])
+def test_a_stalled_job_is_requeued_a_limited_number_of_times(tmp_path, monkeypatch, restarts, requeued):
+    """Exit status 76 (the watchdog: a rank stalled) asks SLURM for a requeue, but a stall that repeats ends the job."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    scontrol = tools / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.log\n')
+    scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", restarts)
+    monkeypatch.setattr(submit, "REQUEUE_WAIT_S", 0)  # SLURM would end the job during this wait
+    job = submit.TrainJob([sys.executable, "-c", f"raise SystemExit({submit.WATCHDOG_EXIT_STATUS})"], str(tmp_path))
+    with pytest.raises(RuntimeError, match="exited with 76"):
+        job()
+    log = tmp_path / "scontrol.log"
+    assert (log.read_text() if log.exists() else "") == ("requeue 4242\n" if requeued else "")

@@ -17,7 +17,10 @@ and the master come from SLURM's variables (``sslam_plugin.training.launch``).
 About 90 s before the time limit SLURM sends SIGUSR2 (``--signal-delay-s``);
 on it, or on a preemption's SIGTERM, every rank saves a checkpoint at the next
 update and stops, and only then is the job requeued: the requeued job resumes
-from that update.
+from that update. A job whose ranks stalled (the training watchdog's exit
+status 76) is requeued too, at most ``MAX_STALL_REQUEUES`` times, so a node
+with a hung collective does not burn the allocation and a stall that repeats
+does not loop.
 
 Why a script and not ``hydra/launcher=submitit_slurm``: hydra's launcher needs
 multirun mode, whose numbered sweep folders break "the same command resumes
@@ -42,11 +45,14 @@ from typing import Any, Dict, List, Optional, Sequence
 import submitit
 import yaml
 
+from sslam_plugin.training.watchdog import WATCHDOG_EXIT_STATUS
+
 logger = logging.getLogger("submit_slurm")
 
 RESUMABLE_EXIT_STATUS = 75  # fairseq-hydra-train stopped on a signal after saving (see preemption.py)
 STOP_WAIT_S = 600  # longest wait for the ranks to save after a stop signal
 REQUEUE_WAIT_S = 600  # after a stop that submitit did not see: time for SLURM to requeue or end the job
+MAX_STALL_REQUEUES = 3  # requeues after watchdog exits (SLURM_RESTART_COUNT counts every requeue)
 
 # run-config keys (hydra's submitit launcher) -> submitit's AutoExecutor parameters
 RUN_CONFIG_KEYS = {
@@ -95,6 +101,8 @@ class TrainJob(submitit.helpers.Checkpointable):
             # preemption's SIGTERM): SLURM requeues or ends this job itself.
             logger.warning("training stopped on a signal with a checkpoint; waiting for SLURM to requeue the job")
             time.sleep(REQUEUE_WAIT_S)
+        elif returncode == WATCHDOG_EXIT_STATUS:
+            requeue_after_stall(os.environ)
         if returncode != 0:
             raise RuntimeError(f"fairseq-hydra-train exited with {returncode}: {' '.join(self.command)}")
         return returncode
@@ -112,6 +120,35 @@ class TrainJob(submitit.helpers.Checkpointable):
             except subprocess.TimeoutExpired:
                 logger.error("training did not stop within %d s of the signal; requeuing anyway", STOP_WAIT_S)
         return submitit.helpers.DelayedSubmission(TrainJob(self.command, self.cwd))
+
+
+def requeue_after_stall(environ: Dict[str, str]) -> None:
+    """A rank stalled (the stacks are in the run folder's ``stalled/``): ask SLURM to requeue the job.
+
+    The requeued job resumes from the last checkpoint. Returns only when the
+    job was not requeued (outside SLURM, the limit reached, scontrol failed)
+    or SLURM did not end it within ``REQUEUE_WAIT_S``.
+    """
+    job_id = environ.get("SLURM_JOB_ID")
+    restarts = int(environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    if not job_id:
+        logger.error("a training rank stalled (exit status %d); not under SLURM: nothing to requeue", WATCHDOG_EXIT_STATUS)
+        return
+    if restarts >= MAX_STALL_REQUEUES:
+        logger.error(
+            "a training rank stalled again (exit status %d) after %d requeues; not requeuing: read the stacks "
+            "in the run folder's stalled/ and the node's health", WATCHDOG_EXIT_STATUS, restarts,
+        )
+        return
+    logger.warning(
+        "a training rank stalled (exit status %d; stacks in the run folder's stalled/); requeuing job %s "
+        "(requeue %d of at most %d)", WATCHDOG_EXIT_STATUS, job_id, restarts + 1, MAX_STALL_REQUEUES,
+    )
+    result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+    if result.returncode != 0:
+        logger.error("scontrol requeue %s failed: %s", job_id, (result.stderr or result.stdout).strip())
+        return
+    time.sleep(REQUEUE_WAIT_S)  # SLURM ends this job for the requeue
 
 
 def build_command(config_dir: str, config_name: str, job_dir: Path, world_size: int, overrides: Sequence[str]) -> List[str]:

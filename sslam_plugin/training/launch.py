@@ -55,6 +55,12 @@ them the lock. Under torchrun and SLURM the ranks are the scheduler's
 children, not this launcher's: ending the step (``scancel``, a time limit, a
 failed task) kills all of them, and torchrun's agent stops its workers when
 one of them fails or it is signalled.
+
+A frozen rank does not hang the job: every rank runs a watchdog
+(:mod:`.watchdog`, ``SSLAM_WATCHDOG_TIMEOUT_S``, checked before any process
+starts) that writes its stack to ``<run folder>/stalled/`` and ends it with
+exit status 76 when it makes no progress; this launcher then names the
+frozen rank, kills it, and ends with the same status (:func:`_join_ranks`).
 """
 
 from __future__ import annotations
@@ -73,8 +79,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
-from . import run_lock
-from .resume import already_finished, choose_checkpoint, resolve_launch_path, resolve_model_path
+from . import run_lock, watchdog
+from .resume import already_finished, check_config_changes, choose_checkpoint, resolve_launch_path, resolve_model_path
 
 __all__ = [
     "LaunchCallback", "Topology", "infer_topology", "call_main", "prepare_run", "keep_effective_batch", "place_training_curves",
@@ -91,6 +97,7 @@ RUN_IN_USE_ADVICE = (
     "or start this one in another folder with hydra.run.dir=..."
 )
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+LAUNCH_REFUSED_EXIT_STATUS = 78  # sysexits.h EX_CONFIG: the checkpoint or the settings do not fit this launch
 
 _run_lock: Optional[run_lock.RunLock] = None  # the run folder lock this process holds
 
@@ -112,6 +119,9 @@ class LaunchCallback(_HydraCallback):  # type: ignore[misc,valid-type]
         time in it, which hydra resolves again), :func:`call_main` takes the
         lock instead, in the folder hydra changed into.
         """
+        from .preemption import stop_during_start_up
+
+        stop_during_start_up()  # a scheduler's signal before training: exit 75 with a log line
         if config is None or not owns_the_run(os.environ, _select(config, "distributed_training.distributed_rank")):
             return
         try:
@@ -133,6 +143,28 @@ class LaunchCallback(_HydraCallback):  # type: ignore[misc,valid-type]
         from .fairseq_compat import install
 
         install()
+        drop_failing_log_files()
+
+
+def drop_failing_log_files() -> None:
+    """A log file that cannot be written (a full disk) is reported once and dropped.
+
+    logging's default prints a traceback for every record it fails to write,
+    which buries the error that matters under dozens of them. Set on the class:
+    fairseq's ``train.main`` configures hydra's logging again, with new handlers.
+    """
+    logging.FileHandler.handleError = _drop_log_file  # type: ignore[method-assign]
+
+
+def _drop_log_file(handler: logging.Handler, record: logging.LogRecord) -> None:
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for owner in loggers:
+        if handler in owner.handlers:
+            owner.removeHandler(handler)
+    sys.stderr.write(f"cannot write the log file {getattr(handler, 'baseFilename', handler)} "
+                     f"({sys.exc_info()[1]}): logging to the terminal only\n")
 
     def on_run_end(self, config: Any = None, **kwargs: Any) -> None:
         release_run_lock()
@@ -407,6 +439,7 @@ def prepare_run(cfg: Any, world_size: int) -> bool:
     if "task" in cfg and "failed_clips_dir" in cfg.task and not cfg.task.failed_clips_dir:
         cfg.task.failed_clips_dir = cfg.checkpoint.save_dir  # failed_clips.tsv beside the checkpoints
     keep_effective_batch(cfg, world_size)
+    check_config_changes(cfg, resumed, world_size)  # a relaunch may not turn into another experiment
     os.environ[LAUNCHED_ENV] = "1"  # inherited by the processes started below
     return True
 
@@ -486,19 +519,30 @@ def run_rank(
 
     from .data_loading import close_all_batch_iterators
     from .fairseq_compat import install
-    from .preemption import stop_on_signals
+    from .preemption import requested_signal, stop_on_signals
 
     install()  # a spawned process starts without the plugin
     if spawned:
         fork_data_workers()
     stop_on_signals()
+    distributed = cfg.distributed_training.distributed_init_method is not None
+    watchdog.start(first_rank + index if distributed else 0, watchdog.stalled_folder(), requested_signal)
     try:
-        if cfg.distributed_training.distributed_init_method is None:
+        if not distributed:
             main(cfg, **kwargs)
         else:
             cfg.distributed_training.distributed_rank = first_rank + index
             distributed_utils.distributed_main(index, main, cfg, kwargs)
+    except (RuntimeError, OSError) as err:
+        from .resume import dataloader_mismatch, disk_full
+
+        # one line instead of fairseq's words (its command-line flag) or a save's traceback
+        plain = dataloader_mismatch(err, cfg) or disk_full(err, cfg)
+        if plain is None:
+            raise
+        raise plain from None
     finally:
+        watchdog.stop()  # training is over: the teardown below is not an update
         # Threads left running at interpreter exit (a prefetch thread, the process
         # group's) abort the process; fairseq leaves both.
         close_all_batch_iterators()
@@ -559,8 +603,15 @@ def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> Any:
     """fairseq's ``call_main`` for this plugin (see the module docstring)."""
     from .preemption import RESUMABLE_EXIT_STATUS, requested_signal
 
-    with _owning_the_run(cfg):
-        result = _start_processes(cfg, main, **kwargs)
+    from .resume import LAUNCH_REFUSALS
+
+    drop_failing_log_files()  # hydra's log file is in place by now
+    try:
+        with _owning_the_run(cfg):
+            result = _start_processes(cfg, main, **kwargs)
+    except LAUNCH_REFUSALS as err:  # a bad checkpoint or a changed config: the message says it all
+        logger.error("%s", err)
+        raise SystemExit(LAUNCH_REFUSED_EXIT_STATUS) from None
     if requested_signal() is not None:
         logger.warning(
             "stopped on %s with a checkpoint in %s; exit status %d: the same command resumes the run",
@@ -595,6 +646,11 @@ def _start_processes(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> Any:
         os.environ,
         0 if cpu else torch.cuda.device_count(),
     )
+    timeout = watchdog.timeout_from_env()  # a bad value is refused before any process starts
+    if (dist_cfg.get("heartbeat_timeout") or -1) > 0:
+        logger.warning("distributed_training.heartbeat_timeout is fairseq's timer of forward calls, which a frozen "
+                       "rank does not end here; the plugin's watchdog takes %s=SECONDS (now %g, 0: off)",
+                       watchdog.TIMEOUT_ENV, timeout)
     if not prepare_run(cfg, topology.world_size):
         return
     dist_cfg.distributed_world_size = topology.world_size
@@ -624,5 +680,46 @@ def _start_processes(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> Any:
             start_method="spawn",
         )
         with _forward_stop_signals(lambda: [p.pid for p in context.processes if p.is_alive()]):
-            while not context.join():
-                pass
+            _join_ranks(context, topology.first_rank)
+
+
+def _join_ranks(context: Any, first_rank: int) -> None:
+    """Wait for the spawned ranks; one ended by its watchdog (or a stop it could not honour) ends them all.
+
+    torch's ``join`` would SIGTERM the others and wait 30 s for each frozen
+    one; here the frozen ranks are named and killed first, and the launcher
+    exits with the rank's status (76: stalled, 75: resumable stop).
+
+    Raises:
+        SystemExit: with :data:`.watchdog.WATCHDOG_EXIT_STATUS` or 75 as above.
+    """
+    from multiprocessing.connection import wait
+
+    from torch.multiprocessing.spawn import ProcessException
+
+    from .preemption import RESUMABLE_EXIT_STATUS
+
+    processes = context.processes
+    ends_the_job = (watchdog.WATCHDOG_EXIT_STATUS, RESUMABLE_EXIT_STATUS)
+    while True:
+        running = {p.sentinel: p for p in processes if p.exitcode is None}
+        for sentinel in wait(list(running)) if running else []:  # until any rank ends
+            running[sentinel].join()  # its sentinel closes a moment before its exit status is there
+        codes = {first_rank + i: p.exitcode for i, p in enumerate(processes)}
+        status = max((c for c in codes.values() if c in ends_the_job), default=None)  # 76 before 75
+        if status is None:
+            try:
+                if context.join(timeout=0):
+                    return
+                continue
+            except torch.multiprocessing.ProcessExitedException as err:
+                if err.exit_code not in ends_the_job:  # a rank that failed otherwise: torch's report
+                    raise
+                status = err.exit_code  # ended between the look above and join's
+        if status != watchdog.WATCHDOG_EXIT_STATUS:
+            logger.warning("a rank stopped with status %d (resumable) before the others: ending them", status)
+        pids = {first_rank + i: p.pid for i, p in enumerate(processes)}
+        watchdog.report_stalled_ranks(pids, codes, watchdog.stalled_folder(), status)  # kills the frozen ones
+        with contextlib.suppress(ProcessException):
+            context.join(grace_period=10)  # the others' watchdogs end them too; then SIGTERM, SIGKILL
+        raise SystemExit(status)

@@ -14,7 +14,15 @@ second press stops at once, without saving. Before the first update of a
 launch there is nothing to save (and a checkpoint at update 1 would become the
 run's resume point), so a Ctrl-C then stops at once. A terminal sends SIGINT to every
 process of the job and the launcher forwards it too, so presses closer than
-``INTERRUPT_REPEAT_S`` count as one.
+``INTERRUPT_REPEAT_S`` count as one. Once the stop's checkpoint is saved, a further
+Ctrl-C is ignored: the run ends with exit status 75 all the same. A stop signal
+during start-up, before training (after hydra started the plugin's launcher),
+ends the launch at once with exit status 75 and a log line
+(:func:`stop_during_start_up`).
+
+A stop signal never waits for ever: when no update finishes within
+:data:`.watchdog.STOP_GRACE_S` of it (a frozen peer blocks every rank), the
+rank's watchdog ends it with exit status 75 (:mod:`.watchdog`).
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from typing import Any, List, Optional, Tuple
 
 import torch
 
+from . import watchdog
+
 __all__ = [
     "RESUMABLE_EXIT_STATUS",
     "STOP_SIGNALS",
@@ -35,6 +45,7 @@ __all__ = [
     "record_interrupt",
     "INTERRUPT_REPEAT_S",
     "stop_on_signals",
+    "stop_during_start_up",
     "stop_requested",
     "requested_signal",
     "validate_and_save",
@@ -57,6 +68,7 @@ RESUMABLE_EXIT_STATUS = 75  # sysexits.h EX_TEMPFAIL
 _requested: Optional[str] = None
 _first_interrupt: Optional[float] = None
 _training = False  # this process finished an update of this launch (validate_and_save ran)
+_saved = False  # this process saved the checkpoint of a requested stop
 INTERRUPT_REPEAT_S = 0.5  # SIGINTs closer than this are one Ctrl-C (the terminal's and the launcher's copy)
 
 
@@ -83,6 +95,12 @@ def record_interrupt(signum: int = signal.SIGINT, frame: Any = None, launcher: b
     now = time.monotonic()
     if _first_interrupt is not None and now - _first_interrupt < INTERRUPT_REPEAT_S:
         return  # the same press, delivered twice (by the terminal and by the launcher)
+    if _saved and not launcher:
+        # Stopping "at once" now would only cut the few lines of teardown left, and end the
+        # process by SIGINT instead of the resumable status of a run whose checkpoint is saved.
+        logger.warning("Ctrl-C again: the checkpoint is saved already, the run is ending (exit status %d: the "
+                       "same command resumes)", RESUMABLE_EXIT_STATUS)
+        return
     if _requested is None and not (_training or launcher):
         logger.warning("Ctrl-C before the first update: stopping now, there is nothing to save yet")
     elif _requested is None:
@@ -94,6 +112,28 @@ def record_interrupt(signum: int = signal.SIGINT, frame: Any = None, launcher: b
         return
     signal.signal(signal.SIGINT, signal.default_int_handler)
     raise KeyboardInterrupt
+
+
+def _stop_before_training(signum: int, frame: Any = None) -> None:
+    """Handler while the launch starts up: nothing to save yet, so stop now, resumable."""
+    logger.warning(
+        "%s during start-up, before training: stopping now, there is nothing to save yet (exit status %d: the "
+        "same command resumes)", signal.Signals(signum).name, RESUMABLE_EXIT_STATUS,
+    )
+    raise SystemExit(RESUMABLE_EXIT_STATUS)
+
+
+def stop_during_start_up() -> None:
+    """Until :func:`stop_on_signals` takes over, a stop signal ends the launch with exit status 75 and a log line.
+
+    Without it a scheduler's SIGUSR2 or SIGTERM during start-up (config, checkpoint
+    choice, model building) killed the process silently (exit status 128 + signal),
+    which a requeue script does not read as "resumable".
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop_before_training)
 
 
 def stop_on_signals() -> None:
@@ -127,13 +167,22 @@ def validate_and_save(cfg, trainer, task, epoch_itr, valid_subsets: List[str], e
 
     from .fairseq_compat import original
 
-    global _training
+    global _training, _saved
     _training = True
+    watchdog.progress(trainer.get_num_updates())
+    # The all-reduce in stop_requested is watched: a frozen peer blocks it.
     if not stop_requested(trainer):
-        return original("validate_and_save")(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch)
+        with watchdog.paused():  # validation and saving may take long
+            return original("validate_and_save")(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch)
     update = trainer.get_num_updates()
     logger.warning("stopping at update %d on %s: saving a checkpoint to resume from", update, _requested or "a peer's signal")
-    checkpoint_utils.save_checkpoint(cfg.checkpoint, trainer, epoch_itr, None)
+    with watchdog.paused():
+        checkpoint_utils.save_checkpoint(cfg.checkpoint, trainer, epoch_itr, None)
+    _saved = True  # a further Ctrl-C changes nothing now (record_interrupt)
+    if threading.current_thread() is threading.main_thread():
+        # Python resets its own handlers to the default while the interpreter shuts down, so a
+        # Ctrl-C then would end the run by SIGINT instead of exit status 75; an ignored one stays ignored.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     logger.warning(
         "stopped at update %d; launching the same command again resumes from %s",
         update,
