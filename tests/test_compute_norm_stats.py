@@ -27,3 +27,11 @@ def test_statistics_equal_the_pooled_fbank_values(tmp_path, capsys):
     assert std == pytest.approx(float(values.std(unbiased=False)), abs=1e-6)
     norm_stats.main([str(tmp_path / "train.tsv")])
     assert capsys.readouterr().out.strip() == f"task.norm_mean={mean:.4f} task.norm_std={std:.4f}"
+
+
+def test_a_missing_manifest_is_one_error_line(tmp_path, capsys):
+    from sslam_plugin.cli.compute_norm_stats import main
+
+    assert main([str(tmp_path / "nope.tsv")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {tmp_path / 'nope.tsv'}: manifest not found"

@@ -44,3 +44,11 @@ def test_evaluate_checkpoint_scores_every_clip_and_writes_the_report(golden_dir,
     assert [float(r["average_precision"]) for r in rows] == pytest.approx(per_class.tolist(), abs=1e-6)
     assert [int(r["positives"]) for r in rows] == targets.sum(0).int().tolist()
     assert summary["chart"].endswith("ft_eval_per_class_ap.png")
+
+
+def test_a_missing_checkpoint_is_one_error_line(tmp_path, capsys):
+    from sslam_plugin.cli.evaluate import main
+
+    assert main([str(tmp_path / "nope.pt"), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {tmp_path / 'nope.pt'}: checkpoint not found"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -54,17 +55,21 @@ def fbank_statistics(
     return mean, float(np.sqrt(max(total_sq / count - mean * mean, 0.0))), used
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("manifest", type=Path, help="a fairseq audio manifest (e.g. train.tsv)")
     parser.add_argument("--max-clips", type=int, default=2000)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    mean, std, used = fbank_statistics(read_manifest(args.manifest), args.max_clips, show_progress=not args.no_progress)
+    try:
+        mean, std, used = fbank_statistics(read_manifest(args.manifest), args.max_clips, show_progress=not args.no_progress)
+    except (ValueError, OSError) as err:  # ManifestError is a ValueError: a missing or unreadable manifest
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     logger.info("%d clips of %s", used, args.manifest)
     print(f"task.norm_mean={mean:.4f} task.norm_std={std:.4f}")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -22,7 +23,7 @@ from sslam_plugin.evaluation import evaluate_checkpoint
 logger = logging.getLogger("evaluate")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--data", type=Path, required=True, help="folder with {split}.tsv, {split}.lbl, label_descriptors.csv")
@@ -35,10 +36,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    summary = evaluate_checkpoint(
-        args.checkpoint, args.data, args.split, args.out, args.batch_size, args.device, args.trust_checkpoint,
-        show_progress=not args.no_progress,
-    )
+    try:
+        summary = evaluate_checkpoint(
+            args.checkpoint, args.data, args.split, args.out, args.batch_size, args.device, args.trust_checkpoint,
+            show_progress=not args.no_progress,
+        )
+    except (ValueError, OSError) as err:  # CheckpointError, ManifestError and label errors are ValueErrors
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(summary))
     else:
@@ -48,4 +53,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
