@@ -18,7 +18,16 @@ import torch
 
 from .errors import CheckpointError, CorruptCheckpointError, UntrustedCheckpointError
 
-__all__ = ["load_checkpoint_file", "corrupt_error", "plain_config", "config_value", "first_config_value"]
+__all__ = [
+    "load_checkpoint_file",
+    "corrupt_error",
+    "describe_unreadable",
+    "refused_global",
+    "file_sha256",
+    "plain_config",
+    "config_value",
+    "first_config_value",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +43,64 @@ def _unsupported_global(err: Exception) -> Optional[str]:
 
 
 _UNKNOWN_OBJECT = "a Python object"
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+ZIP_END_MAGIC = b"PK\x05\x06"  # end of central directory record: the last thing a complete zip holds
+ZIP_END_SEARCH = 65536 + 22  # the record is within the last 64 KiB (comment) + 22 bytes
+PICKLE_MAGIC = b"\x80"  # pickle protocol 2+ (the legacy torch format)
+
+
+def describe_unreadable(path: Union[str, Path]) -> str:
+    """What a file that does not load as a checkpoint is, in a few words.
+
+    Judged from its bytes, never from the loader's message (torch's advises
+    unpickling with ``weights_only=False``, which can run code stored in the file).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        return "an empty file (0 bytes): the save or copy that wrote it was interrupted"
+    with path.open("rb") as handle:
+        head = handle.read(64)
+        handle.seek(max(0, size - ZIP_END_SEARCH))
+        tail = handle.read()
+    if head.startswith(ZIP_MAGIC):
+        if ZIP_END_MAGIC not in tail:
+            return f"a truncated PyTorch checkpoint ({size} bytes, the end of the archive is missing)"
+        return f"a corrupted PyTorch checkpoint ({size} bytes, its archive does not read)"
+    if head.startswith(PICKLE_MAGIC):
+        return f"a truncated or corrupted PyTorch checkpoint (legacy format, {size} bytes)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:  # binary (or a multi-byte character cut at 64 bytes: rare enough)
+        text = ""
+    if text and all(c.isprintable() or c.isspace() for c in text):
+        return f"not a PyTorch checkpoint: a text file ({size} bytes) starting {text[:24]!r}"
+    return f"not a PyTorch checkpoint: {size} bytes of other data (starting {head[:8].hex()})"
+
+
+def file_sha256(path: Union[str, Path], chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file's contents, read in chunks (checkpoints are gigabytes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def refused_global(path: Union[str, Path], err: Exception) -> Optional[str]:
+    """The Python object that ``weights_only=True`` refused in an intact checkpoint, or None.
+
+    None also for a file that is no checkpoint at all: torch's weights-only loader
+    words its errors on random bytes the same way.
+    """
+    refused = _unsupported_global(err)
+    if refused is None or (refused == _UNKNOWN_OBJECT and not _looks_like_torch_file(Path(path))):
+        return None
+    return refused
 
 
 def _looks_like_torch_file(path: Path) -> bool:
@@ -64,8 +131,8 @@ def load_checkpoint_file(path: Union[str, Path], trust: bool = False) -> Dict[st
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        refused = _unsupported_global(err)
-        if refused is None or (refused == _UNKNOWN_OBJECT and not _looks_like_torch_file(path)):
+        refused = refused_global(path, err)
+        if refused is None:
             raise corrupt_error(path, size, err) from err
     except Exception as err:  # truncated zip, wrong magic number, EOF, ...
         raise corrupt_error(path, size, err) from err
@@ -84,13 +151,15 @@ def load_checkpoint_file(path: Union[str, Path], trust: bool = False) -> Dict[st
 
 
 def corrupt_error(path: Path, size: int, err: Exception) -> CorruptCheckpointError:
-    """The error for an unreadable file, with what to do about it."""
-    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return CorruptCheckpointError(
-        f"{path}: cannot read this file as a PyTorch checkpoint ({size} bytes): {reason}. "
-        "The file is probably truncated or corrupted (an interrupted download or copy?); "
-        "download or copy it again."
-    )
+    """The error for an unreadable file: what it is, and what to do about it.
+
+    ``size`` and ``err`` are kept for callers; the message is judged from the
+    file's bytes (:func:`describe_unreadable`), not from the loader's message.
+    """
+    logger.debug("%s: %s from the loader", path, type(err).__name__)  # its words may advise unpickling
+    what = describe_unreadable(path)
+    advice = "point at the right file" if what.startswith("not a") else "download or copy it again"
+    return CorruptCheckpointError(f"{path}: {what}; {advice}")
 
 
 def plain_config(cfg: Any) -> Any:

@@ -67,6 +67,13 @@ class SSLAMPretrainingTaskConfig(FairseqDataclass):
             "and the number of processes (null: use update_freq as given)"
         },
     )
+    accept_config_changes: bool = field(
+        default=False,
+        metadata={
+            "help": "relaunch only: continue the run's checkpoint although settings that make another experiment "
+            "changed (data, model, seed, lr schedule, effective batch...); the launcher lists and logs them"
+        },
+    )
     clone_batch: int = II("model.clone_batch")
     patch_size: int = II("model.encoder.patch_size")
     seed: int = II("common.seed")
