@@ -15,7 +15,9 @@ pytest.importorskip("fairseq")
 from omegaconf import OmegaConf  # noqa: E402
 
 from sslam_plugin.training.resume import (  # noqa: E402
+    ChangedConfigError,
     DamagedCheckpointError,
+    check_config_changes,
     choose_checkpoint,
     read_checkpoint_summary,
 )
@@ -59,7 +61,7 @@ RESETS = ("reset_optimizer", "reset_lr_scheduler", "reset_meters", "reset_datalo
 
 
 def test_continue_once_resets_on_the_first_launch_only(tmp_path):
-    (tmp_path / "stage1.pt").write_bytes(b"x")
+    write_checkpoint(tmp_path / "stage1.pt", 0)
     cfg = config(tmp_path, continue_once=str(tmp_path / "stage1.pt"))
     assert choose_checkpoint(cfg) is None
     assert all(cfg.checkpoint[flag] for flag in RESETS)
@@ -108,12 +110,14 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
         choose_checkpoint(config(tmp_path))
 
 
-def test_moved_data_is_resumed_with_a_warning(tmp_path, caplog):
+def test_moved_data_is_another_experiment_unless_accepted(tmp_path):
     moved = {**RUN, "task": {"_name": "sslam_pretraining", "data": "/old/data"}, "checkpoint": {"continue_once": "/stage1.pt"}}
     write_checkpoint(tmp_path / "checkpoints" / "checkpoint_last.pt", 4, cfg=moved)
-    with caplog.at_level(logging.WARNING):
-        assert choose_checkpoint(config(tmp_path)).num_updates == 4
-    assert "task.data=/old/data with task.data=/data" in caplog.text
+    cfg = config(tmp_path)
+    resumed = choose_checkpoint(cfg)
+    assert resumed.num_updates == 4
+    with pytest.raises(ChangedConfigError, match="task.data: checkpoint: '/old/data', now: '/data'"):
+        check_config_changes(cfg, resumed)
 
 
 def test_relative_paths_resolve_against_the_launch_and_run_folders(tmp_path, monkeypatch):
