@@ -29,6 +29,7 @@ from conftest import REFERENCE, REPO, require_reference, run
 pytest.importorskip("fairseq")
 
 FIXTURE = REFERENCE / "golden_finetune"
+LAUNCHED: Dict = {}  # the replay's command, for launching it again
 RECIPE = ("finetune", "as20k")
 
 # official override key -> this plugin's key; None: not a setting of the run itself
@@ -118,6 +119,7 @@ def replay(tmp_path_factory) -> Tuple[Dict, Dict, Path, str]:
     result = run(command, cwd=tmp)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     log = result.stdout + result.stderr
+    LAUNCHED["command"], LAUNCHED["cwd"] = command, tmp
     return expected, json.loads(out.read_text()), run_dir, log
 
 
@@ -193,3 +195,30 @@ def test_the_replayed_checkpoint_records_its_real_encoder_and_loads_for_inferenc
     fbank = torch.randn(2, 1, 1024, 128)
     with torch.no_grad():
         assert torch.allclose(ours.logits(fbank), official.logits(fbank), atol=1e-4)
+
+
+def test_the_same_command_again_is_the_same_finished_run(replay):
+    """A relaunch compares its settings with the checkpoint's: the recorded encoder (model_path's, not the
+    recipe's ViT-B) is no change, and a finished run is left as it is."""
+    _, _, run_dir, _ = replay
+    before = (run_dir / "checkpoints" / "checkpoint_last.pt").read_bytes()
+    result = run(LAUNCHED["command"], cwd=LAUNCHED["cwd"])
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "nothing to train" in result.stdout + result.stderr
+    assert (run_dir / "checkpoints" / "checkpoint_last.pt").read_bytes() == before
+
+
+def test_a_relaunch_lists_only_what_really_changed(replay):
+    """A longer schedule is another experiment and is refused, naming that one key: the encoder the run
+    recorded (model_path's, not the recipe's ViT-B) and the plugin's defaults are no change."""
+    from sslam_plugin.training.launch import LAUNCH_REFUSED_EXIT_STATUS
+
+    _, _, run_dir, _ = replay
+    before = (run_dir / "checkpoints" / "checkpoint_last.pt").read_bytes()
+    result = run([*LAUNCHED["command"], "++optimization.max_update=7"], cwd=LAUNCHED["cwd"])
+    log = result.stdout + result.stderr
+    assert result.returncode == LAUNCH_REFUSED_EXIT_STATUS, log[-4000:]
+    refusal = next(line for line in log.splitlines() if "was trained with other settings" in line)
+    listed = refusal.split("would make another experiment: ", 1)[1].split(". Relaunch with", 1)[0]
+    assert listed == "optimization.max_update: checkpoint: 6, now: 7", refusal
+    assert (run_dir / "checkpoints" / "checkpoint_last.pt").read_bytes() == before

@@ -210,3 +210,12 @@ def test_a_relaunch_with_changed_settings_is_refused_then_accepted_with_the_over
     assert state["optimizer_history"][-1]["num_updates"] == 5
     assert state["cfg"]["common"]["seed"] == 5  # the next relaunch compares with the accepted settings
 
+
+
+def test_the_classifiers_recorded_encoder_is_not_a_change():
+    """A fine-tuning run records model_path's encoder in its config (all fields, the real shape); the
+    relaunch's recipe still says ViT-B. That is the same run; for pre-training the encoder is compared."""
+    recorded = changed(FINETUNING, "model.encoder", {"embed_dim": 192, "depth": 2, "num_heads": 3, "end_drop_path": 0.1})
+    assert config_changes(recorded, OmegaConf.create(FINETUNING)) == []
+    pretraining = changed(PRETRAINING, "model.encoder", {**PRETRAINING["model"]["encoder"], "end_drop_path": 0.1})
+    assert [c.key for c in config_changes(pretraining, OmegaConf.create(PRETRAINING))] == ["model.encoder.end_drop_path"]

@@ -94,6 +94,7 @@ RELAUNCH_FREE_KEYS = frozenset({
     "model.compile_mode",
     "criterion.log_keys",
 })
+CLASSIFIER_MODEL_NAME = "sslam_classifier"
 # fairseq lr schedulers whose curve follows optimization.max_update unless given their own length
 MAX_UPDATE_SCHEDULERS = {"cosine": "max_update", "polynomial_decay": "total_num_update", "tri_stage": "max_update"}
 ACCEPT_CHANGES_KEY = "task.accept_config_changes"
@@ -376,9 +377,15 @@ def config_changes(
     for section in COMPARED_SECTIONS:
         for tree in (saved, current):
             keys += [key for key, _ in _leaves(tree.get(section), section) if tree.get(section) is not None]
+    free = set(RELAUNCH_FREE_KEYS)
+    if _lookup(current, "model._name")[1] == CLASSIFIER_MODEL_NAME:
+        # the classifier's encoder is model.model_path's, written into the run's config when the
+        # model is built (so it differs from the recipe's by design); its shape is checked when
+        # the checkpoint's weights load, and its dropouts are always the fine-tuning ones
+        free.add("model.encoder")
     changes: List[ConfigChange] = []
     for key in dict.fromkeys(keys):
-        if key in RELAUNCH_FREE_KEYS or any(key.startswith(free + ".") for free in RELAUNCH_FREE_KEYS):
+        if key in free or any(key.startswith(prefix + ".") for prefix in free):
             continue
         had, old = _lookup(saved, key)
         has, new = _lookup(current, key)
