@@ -188,7 +188,31 @@ def test_the_launcher_ends_every_rank_with_the_status_of_the_rank_that_ended_the
     assert f"stalled rank(s) 1; the other ranks waited for them (stacks in {tmp_path / 'stalled'}); " \
            f"exit status {status}" in caplog.text
     if status == 75:
-        assert "a rank stopped with status 75 (resumable) before the others: ending them" in caplog.text
+        assert "a rank stopped with status 75 (resumable): waiting for the others to stop" in caplog.text
+
+
+def test_a_resumable_stop_waits_for_a_rank_still_saving(tmp_path, monkeypatch, caplog):
+    """Rank 0 still writes the stop's checkpoint when rank 1 has ended with 75: it is waited for, not killed."""
+    import torch.multiprocessing
+
+    from sslam_plugin.training.launch import _join_ranks
+
+    monkeypatch.chdir(tmp_path)
+    context = torch.multiprocessing.start_processes(_rank_still_saving, args=(str(tmp_path / "saved"),), nprocs=2,
+                                                    join=False, start_method="fork")
+    with caplog.at_level(logging.WARNING), pytest.raises(SystemExit) as ended:
+        _join_ranks(context, first_rank=0)
+    assert ended.value.code == 75
+    assert [p.exitcode for p in context.processes] == [75, 75]
+    assert (tmp_path / "saved").read_text() == "checkpoint"  # the slow save was not cut short
+
+
+def _rank_still_saving(index: int, marker: str) -> None:
+    if index == 0:
+        time.sleep(12)  # longer than the grace a stalled job gets
+        with open(marker, "w") as f:
+            f.write("checkpoint")
+    os._exit(75)
 
 
 # ----------------------------------------------------------------------- end to end

@@ -716,10 +716,19 @@ def _join_ranks(context: Any, first_rank: int) -> None:
                 if err.exit_code not in ends_the_job:  # a rank that failed otherwise: torch's report
                     raise
                 status = err.exit_code  # ended between the look above and join's
-        if status != watchdog.WATCHDOG_EXIT_STATUS:
-            logger.warning("a rank stopped with status %d (resumable) before the others: ending them", status)
         pids = {first_rank + i: p.pid for i, p in enumerate(processes)}
-        watchdog.report_stalled_ranks(pids, codes, watchdog.stalled_folder(), status)  # kills the frozen ones
-        with contextlib.suppress(ProcessException):
-            context.join(grace_period=10)  # the others' watchdogs end them too; then SIGTERM, SIGKILL
+        if status == watchdog.WATCHDOG_EXIT_STATUS:
+            watchdog.report_stalled_ranks(pids, codes, watchdog.stalled_folder(), status)  # kills the frozen ones
+            with contextlib.suppress(ProcessException):
+                context.join(grace_period=10)  # the others' watchdogs end them too; then SIGTERM, SIGKILL
+            raise SystemExit(status)
+        # A resumable stop: the other ranks stop too, and one may still be writing the stop's
+        # checkpoint (minutes for a large model on a slow file system), so they are waited for,
+        # never cut short. Only a rank frozen by a signal would never end: it is killed.
+        logger.warning("a rank stopped with status %d (resumable): waiting for the others to stop", status)
+        frozen = {r: pid for r, pid in pids.items() if codes[r] is None and watchdog.process_state(pid) in watchdog.FROZEN_STATES}
+        if frozen:
+            watchdog.report_stalled_ranks(frozen, codes, watchdog.stalled_folder(), status)
+        for process in processes:
+            process.join()
         raise SystemExit(status)
