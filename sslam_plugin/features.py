@@ -119,11 +119,16 @@ def resample_to(waveform: torch.Tensor, sample_rate: int, target_rate: int = SAM
     return _resampler(int(sample_rate), int(target_rate))(waveform.float())
 
 
-def compute_fbank(waveform: torch.Tensor, cfg: FbankConfig = FbankConfig()) -> torch.Tensor:
+def compute_fbank(
+    waveform: torch.Tensor, cfg: FbankConfig = FbankConfig(), transform: Optional[WaveformTransform] = None
+) -> torch.Tensor:
     """Kaldi log-mel filterbank of a 16 kHz mono waveform.
 
     Args:
         waveform: (time,) float waveform at 16 kHz. Its mean is removed here.
+        transform: applied to the zero-mean waveform, whose output goes to the
+            filterbank as it is: where and how the official fine-tuning rolls and
+            scales training clips.
 
     Returns:
         (frames, num_mel_bins) float32 log-mel energies, neither padded nor normalised.
@@ -131,6 +136,9 @@ def compute_fbank(waveform: torch.Tensor, cfg: FbankConfig = FbankConfig()) -> t
     _check_waveform(waveform, cfg)
     wav = waveform.float()
     wav = wav - wav.mean()
+    if transform is not None:
+        wav = transform(wav)
+        _check_waveform(wav, cfg)
     return kaldi_fbank(wav, cfg.num_mel_bins, cfg.frame_length_ms, cfg.frame_shift_ms)
 
 
@@ -226,26 +234,14 @@ def waveform_to_features(
     cfg: FbankConfig = FbankConfig(),
     transform: Optional[WaveformTransform] = None,
 ) -> torch.Tensor:
-    """Full front end: resample, (transform,) fbank, pad/crop, normalise.
+    """Full front end: resample, fbank (with ``transform``, see :func:`compute_fbank`), pad/crop, normalise.
 
     Args:
         waveform: (time,) mono waveform at ``sample_rate``.
-        transform: applied to the 16 kHz float32 waveform after its mean is removed,
-            and its output goes to the filterbank as it is: where and how the
-            official fine-tuning rolls and scales training clips.
 
     Returns:
         (cfg.target_length, cfg.num_mel_bins) normalised log-mel features.
     """
-    wav = resample_to(waveform, sample_rate)
-    if transform is None:
-        fbank = compute_fbank(wav, cfg)
-    else:
-        _check_waveform(wav, cfg)  # before the transform: a roll of an empty clip would fail obscurely
-        wav = wav.float()
-        wav = transform(wav - wav.mean())
-        _check_waveform(wav, cfg)
-        # no second mean removal (compute_fbank's): the official code feeds the transformed clip to Kaldi
-        fbank = kaldi_fbank(wav, cfg.num_mel_bins, cfg.frame_length_ms, cfg.frame_shift_ms)
+    fbank = compute_fbank(resample_to(waveform, sample_rate), cfg, transform)
     fbank = pad_or_crop(fbank, cfg.target_length)
     return normalize_fbank(fbank, cfg.norm_mean, cfg.norm_std)

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoints import DTYPES, EncoderExport, HeadConfig, Label, load_any
+from .data.labels import placeholder_labels
 from .features import FbankConfig
 from .clips import (
     GRANULARITIES,
@@ -320,7 +321,7 @@ class PretrainedAudioEncoder(nn.Module):
         scores = self.scores(waveform_or_fbank, sample_rate).cpu()
         k = min(top_k, scores.shape[1])
         values, indices = scores.topk(k, dim=1)
-        labels = self.labels or [Label(i, f"class_{i}", f"class_{i}") for i in range(scores.shape[1])]
+        labels = self.labels or placeholder_labels(scores.shape[1])
         return [
             [Prediction(int(i), labels[int(i)].id, labels[int(i)].name, float(v)) for v, i in zip(vs, ids)]
             for vs, ids in zip(values, indices)

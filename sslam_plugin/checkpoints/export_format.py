@@ -32,7 +32,7 @@ import torch
 
 from .. import __version__
 from ..config_utils import dataclass_from_dict
-from ..data.labels import Label, read_label_descriptors
+from ..data.labels import Label, placeholder_labels, read_label_descriptors
 from ..features import SAMPLE_RATE, FbankConfig
 from ..models.encoder import EncoderConfig
 from .errors import CheckpointError, CorruptCheckpointError, list_keys
@@ -272,7 +272,7 @@ def load_export(path: Union[str, Path]) -> EncoderExport:
         if labels_path.is_file():
             labels = [Label(int(x["index"]), str(x["id"]), str(x["name"])) for x in json.loads(labels_path.read_text())]
         else:
-            labels = [Label(i, f"class_{i}", f"class_{i}") for i in range(head.num_classes)]
+            labels = placeholder_labels(head.num_classes)
     export = EncoderExport(
         encoder=encoder,
         frontend=dataclass_from_dict(FbankConfig, frontend_cfg),

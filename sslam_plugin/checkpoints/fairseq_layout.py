@@ -28,6 +28,7 @@ import torch
 from ..models.classifier import pooling_name
 from .architecture import infer_encoder_config, infer_frontend
 from .errors import CheckpointError, UnknownCheckpointError, list_keys
+from ..data.labels import placeholder_labels
 from .export_format import EncoderExport, HeadConfig, Label, check_state, read_label_csv
 from .files import config_value, first_config_value, load_checkpoint_file
 from .official_names import (
@@ -197,7 +198,7 @@ def _labels(
             ids = [label for label, _ in sorted(official.items(), key=lambda item: int(item[1]))]
         if ids is None:
             logger.info("%s: no label names stored; using class_0..class_%d (pass --labels CSV)", source, num_classes - 1)
-            return [Label(i, f"class_{i}", f"class_{i}") for i in range(num_classes)]
+            return placeholder_labels(num_classes)
         ids = [str(i) for i in ids]
         names = [str(n) for n in names] if names is not None else list(ids)
         if len(names) != len(ids):

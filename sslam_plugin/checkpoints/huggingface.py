@@ -63,6 +63,7 @@ from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FbankConfig
 from ..models.encoder import EncoderConfig
 from .architecture import check_frontend
 from .errors import CheckpointError, CorruptCheckpointError, UnknownCheckpointError, list_keys
+from ..data.labels import placeholder_labels
 from .export_format import DTYPES, EncoderExport, HeadConfig, Label, check_state, read_label_csv
 from .files import corrupt_error
 
@@ -366,7 +367,7 @@ def load_hf_folder(
             labels = _labels_from_config(config, num_classes, source)
         if labels is None:
             logger.info("%s: no label names stored; using class_0..class_%d (pass --labels CSV)", source, num_classes - 1)
-            labels = [Label(i, f"class_{i}", f"class_{i}") for i in range(num_classes)]
+            labels = placeholder_labels(num_classes)
     elif variant == "finetune":
         raise CheckpointError(f"{weights_path}: model_variant 'finetune' but there is no model.head.weight")
     export = EncoderExport(
@@ -439,7 +440,7 @@ def hf_config_from_export(export: EncoderExport) -> Dict[str, Any]:
         "torch_dtype": str(export.dtype).replace("torch.", ""),
     }
     if head is not None:
-        labels = export.labels or [Label(i, f"class_{i}", f"class_{i}") for i in range(head.num_classes)]
+        labels = export.labels or placeholder_labels(head.num_classes)
         config["id2label"] = {str(label.index): label.name for label in labels}
         config["label2id"] = {label.name: label.index for label in labels}
         config["label_ids"] = [label.id for label in labels]

@@ -15,7 +15,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ["Label", "LabelSet", "read_label_descriptors", "read_clip_labels", "clip_id", "labels_for_files", "multi_hot"]
+__all__ = ["Label", "placeholder_labels", "are_placeholders", "LabelSet", "read_label_descriptors", "read_clip_labels", "clip_id", "labels_for_files", "multi_hot"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,16 @@ class Label:
     index: int
     id: str
     name: str
+
+
+def placeholder_labels(num_classes: int) -> List[Label]:
+    """``class_0 .. class_{n-1}``: the labels of a head whose label names were never stored."""
+    return [Label(i, f"class_{i}", f"class_{i}") for i in range(num_classes)]
+
+
+def are_placeholders(labels: Sequence[Label]) -> bool:
+    """Whether ``labels`` are :func:`placeholder_labels` (nothing known about the classes)."""
+    return list(labels) == placeholder_labels(len(labels))
 
 
 @dataclass(frozen=True)

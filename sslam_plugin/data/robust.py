@@ -151,8 +151,7 @@ class RobustClipReader:
         if index in self.known_bad:
             raise _KnownBad(self.known_bad[index])
         try:
-            # the one-argument call without a transform: code that wraps features(index) keeps working
-            return self.features(index) if transform is None else self.features(index, transform)
+            return self.features(index, transform)
         except AudioLoadError as err:
             path = str(self.manifest.full_path(index))
             failure = ClipFailure(index, path, failure_reason(err, path))

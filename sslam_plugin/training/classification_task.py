@@ -13,7 +13,6 @@ from typing import Dict, List, Optional
 
 import numpy as np
 from fairseq.data import FairseqDataset
-from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import register_task
 from omegaconf import MISSING, OmegaConf, open_dict
 
@@ -22,7 +21,7 @@ from ..data.labelled import LabelledClips, load_labelled_split
 from ..data.workers import worker_init_fn
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD
 from .resume import resolve_launch_path
-from .task import FbankTask
+from .task import FbankTask, RelaunchOptions
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class LabelledFbankDataset(FairseqDataset):
 
 
 @dataclass
-class ClassificationTaskConfig(FairseqDataclass):
+class ClassificationTaskConfig(RelaunchOptions):
     data: str = field(default=MISSING, metadata={"help": "folder with {split}.tsv, {split}.lbl, label_descriptors.csv"})
     target_length: int = field(default=1024, metadata={"help": "frames per clip after padding/cropping"})
     num_mel_bins: int = field(default=128, metadata={"help": "mel bins"})
@@ -100,13 +99,6 @@ class ClassificationTaskConfig(FairseqDataclass):
     )
     num_samples: int = field(default=200000, metadata={"help": "clips drawn per epoch with weights_file"})
     seed: int = field(default=1, metadata={"help": "seed of roll augmentation and weighted sampling"})
-    accept_config_changes: bool = field(
-        default=False,
-        metadata={
-            "help": "relaunch only: continue the run's checkpoint although settings that make another experiment "
-            "changed (data, model, seed, lr schedule, effective batch...); the launcher lists and logs them"
-        },
-    )
 
 
 @register_task("sslam_classification", dataclass=ClassificationTaskConfig)

@@ -26,6 +26,7 @@ from ..checkpoints.official_names import finetuned_from_official, finetuned_to_o
 from ..config_utils import dataclass_from_dict
 from ..checkpoints import load_any
 from ..checkpoints.export_format import EncoderExport
+from ..data.labels import are_placeholders
 from ..models.classifier import AudioClassifier, pooling_name
 from ..models.encoder import EncoderConfig
 from .model import assign_parameter_groups
@@ -116,18 +117,13 @@ def head_fits(start: EncoderExport, classifier: AudioClassifier, label_ids: Opti
         return f"it pools with {head.pooling!r}, this model with {classifier.pooling!r}"
     if head.fc_norm != (classifier.fc_norm is not None):
         return "model.use_fc_norm differs from the checkpoint's"
-    stored = [label.id for label in start.labels or []]
-    if label_ids is not None and stored and not _placeholder_labels(stored):
-        if stored != list(label_ids):
-            return "its labels are not this task's label_descriptors.csv, in the same order"
-    elif label_ids is not None:
+    if label_ids is None:
+        return None
+    if not start.labels or are_placeholders(start.labels):
         logger.info("the checkpoint stores no label names; its %d outputs are taken as this task's classes in order", head.num_classes)
+    elif [label.id for label in start.labels] != list(label_ids):
+        return "its labels are not this task's label_descriptors.csv, in the same order"
     return None
-
-
-def _placeholder_labels(ids: List[str]) -> bool:
-    """The names a checkpoint reader gives a head whose labels were never stored."""
-    return ids == [f"class_{i}" for i in range(len(ids))]
 
 
 @register_model("sslam_classifier", dataclass=ClassifierModelConfig)
@@ -201,12 +197,14 @@ class SSLAMClassifierModel(BaseFairseqModel):
         """Continue from a fine-tuned checkpoint's head when it was trained for this task's labels."""
         if start.head is None:
             return
-        label_ids = list(task.labels.ids) if task is not None else None
-        reason = head_fits(start, self.classifier, label_ids)
+        labels = getattr(task, "labels", None)
+        reason = head_fits(start, self.classifier, list(labels.ids) if labels is not None else None)
         if reason is not None:
             logger.warning("%s has a classification head, not used: %s; the head starts fresh", self.cfg.model_path, reason)
             return
-        self.classifier.load_state_dict({**{"encoder." + k: v for k, v in start.encoder_state.items()}, **start.head_state})
+        for prefix, module in (("head.", self.classifier.head), ("fc_norm.", self.classifier.fc_norm)):
+            if module is not None:  # head_fits checked that fc_norm is there exactly when the checkpoint has one
+                module.load_state_dict({k[len(prefix):]: v for k, v in start.head_state.items() if k.startswith(prefix)})
         logger.info("%s: continuing with its classification head (%d classes)", self.cfg.model_path, start.head.num_classes)
 
     def forward(self, source: torch.Tensor, target: Optional[torch.Tensor] = None, **unused) -> Dict[str, Any]:

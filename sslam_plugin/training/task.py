@@ -33,11 +33,24 @@ from .resume import resolve_launch_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SSLAMPretrainingTaskConfig", "SSLAMPretrainingTask"]
+__all__ = ["RelaunchOptions", "SSLAMPretrainingTaskConfig", "SSLAMPretrainingTask"]
 
 
 @dataclass
-class SSLAMPretrainingTaskConfig(FairseqDataclass):
+class RelaunchOptions(FairseqDataclass):
+    """What every task of the plugin takes for the launcher's relaunch check (:func:`.resume.check_config_changes`)."""
+
+    accept_config_changes: bool = field(
+        default=False,
+        metadata={
+            "help": "relaunch only: continue the run's checkpoint although settings that make another experiment "
+            "changed (data, model, seed, lr schedule, effective batch...); the launcher lists and logs them"
+        },
+    )
+
+
+@dataclass
+class SSLAMPretrainingTaskConfig(RelaunchOptions):
     data: str = field(default=MISSING, metadata={"help": "folder holding {split}.tsv manifests"})
     target_length: int = field(default=1024, metadata={"help": "frames per clip after padding/cropping"})
     num_mel_bins: int = field(default=128, metadata={"help": "mel bins"})
@@ -65,13 +78,6 @@ class SSLAMPretrainingTaskConfig(FairseqDataclass):
         metadata={
             "help": "clips per optimiser update over all processes; optimization.update_freq is derived from it "
             "and the number of processes (null: use update_freq as given)"
-        },
-    )
-    accept_config_changes: bool = field(
-        default=False,
-        metadata={
-            "help": "relaunch only: continue the run's checkpoint although settings that make another experiment "
-            "changed (data, model, seed, lr schedule, effective batch...); the launcher lists and logs them"
         },
     )
     clone_batch: int = II("model.clone_batch")
