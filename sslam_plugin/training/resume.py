@@ -300,12 +300,8 @@ def newest_intact_checkpoint(folder: str, exclude: str) -> Optional[CheckpointSu
 
 
 def _select(cfg: Any, dotted: str) -> Any:
-    node = cfg
-    for part in dotted.split("."):
-        if node is None:
-            return None
-        node = node.get(part) if hasattr(node, "get") else None
-    return node
+    """A dotted key's value in a config or plain dicts; None where it is missing."""
+    return _lookup(cfg, dotted)[1]
 
 
 def _plain(cfg: Any) -> Any:
