@@ -47,5 +47,7 @@ def parallel_map(
     if chunksize is None:
         # large chunks amortise the inter-process traffic; small enough to keep the bar moving
         chunksize = max(1, min(512, total // (jobs * 16)))
-    with multiprocessing.get_context().Pool(jobs) as pool:
+    # forkserver, not fork: a fork of a process with threads (torch's, a caller's) can copy a lock
+    # held by another thread and hang the worker for ever; the server process has no such threads
+    with multiprocessing.get_context("forkserver").Pool(jobs) as pool:
         return list(progress(pool.imap(fn, items, chunksize=chunksize), total, desc, show_progress))
