@@ -5,9 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEMO_DIR ?= $(CURDIR)/demo_data
-PKG_SOURCES := $(shell find sslam_plugin -name '*.py' -o -name '*.yaml') pyproject.toml
+PKG_SOURCES := $(shell find sslam_plugin -name '*.py' -o -name '*.yaml') pyproject.toml setup.py
 
-.PHONY: venv demo demo-data ablation test clean-demo
+.PHONY: venv demo demo-data ablation test test-fast clean-demo
 
 venv: $(VENV)/.installed
 
@@ -18,14 +18,16 @@ $(VENV)/.stack:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip setuptools wheel
 	$(PIP) install torch==2.11.0 torchaudio==2.11.0 numpy cython soundfile safetensors tqdm matplotlib submitit tensorboard huggingface_hub pytest scikit-learn
+	# sound event detection scoring: the field's own event-F1 (sed_eval) and PSDS (sed_scores_eval) libraries
+	$(PIP) install sed_eval==0.2.1 sed_scores_eval==0.0.4
 	$(PIP) install --no-build-isolation fairseq-fixed==0.12.3.1
 	touch $@
 
 # A regular (non-editable) install: fairseq finds `common.user_dir: sslam_plugin`
-# in site-packages from whatever folder hydra runs in.
+# in site-packages from whatever folder hydra runs in. setup.py keeps the build's
+# scratch folders (build/, *.egg-info) out of the checkout.
 $(VENV)/.installed: $(VENV)/.stack $(PKG_SOURCES)
 	$(PIP) install --no-deps --no-build-isolation --force-reinstall .
-	rm -rf build *.egg-info
 	touch $@
 
 $(DEMO_DIR)/manifests/train.tsv: scripts/make_demo_data.py | $(VENV)/.installed
@@ -70,8 +72,15 @@ $(HEAR_VENV)/.installed: $(VENV)/.stack
 	$(HEAR_VENV)/bin/python -m pip install hearvalidator
 	touch $@
 
+# Everything (what CI runs): reinstalls the package first if a source changed.
 test: venv $(HEAR_VENV)/.installed
 	$(PY) -m pytest -q tests
+
+# The edit loop: the core and unit tests, under 2 minutes on 2 cores (tests/conftest.py marks
+# the rest slow). Sets up .venv if there is none but never reinstalls: PYTHONPATH puts the
+# checkout's package first, also in the processes the tests start.
+test-fast: | $(if $(wildcard $(PY)),,$(VENV)/.installed)
+	PYTHONPATH=$(CURDIR) $(PY) -m pytest -q -m "not slow" tests
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -13,7 +13,7 @@ from os import PathLike
 if TYPE_CHECKING:  # pragma: no cover
     from .inference import PretrainedAudioEncoder
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def load_encoder(path: Union[str, PathLike], **kwargs: Any) -> "PretrainedAudioEncoder":

@@ -3,7 +3,8 @@
 Granularities (N clips, L = R * F patches: R time rows of F frequency patches, D width):
 
 * ``"all"``: (N, 1 + L, D), the CLS token then the patches, time-major;
-* ``"patch"``: (N, L, D), the patch tokens (``"frame"``, its name before 0.2, still works);
+* ``"patch"``: (N, L, D), the patch tokens (``"frame"``, its name before 0.2, still works:
+  :data:`sslam_plugin.vocabulary.LEGACY_NAMES`);
 * ``"utterance"``: (N, D), the CLS token (``utterance_pooling="cls"``, what EAT's
   fine-tuning uses) or the mean of the patch tokens (``"mean"``);
 * ``"time"``: (N, R, D), the mean over the F frequency patches of each time row,
@@ -15,17 +16,17 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .features import FbankConfig, compute_fbank, normalize_fbank, resample_to
+from .vocabulary import parse_granularity, parse_pooling
 from .waveform import mono_clip
 
 __all__ = [
-    "GRANULARITIES",
     "TimeFeatures",
     "ClipFeatures",
     "ClipWindows",
@@ -38,8 +39,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GRANULARITIES = ("patch", "utterance", "all", "time")
-_RENAMED_GRANULARITIES = {"frame": "patch"}  # names before 0.2
 
 
 class TimeFeatures(NamedTuple):
@@ -120,7 +119,7 @@ def combine_windows(
         tokens for ``utterance_pooling="mean"``); "all": (1 + rows * F, D),
         one window only.
     """
-    granularity = check_granularity(granularity, utterance_pooling)
+    granularity, utterance_pooling = check_granularity(granularity, utterance_pooling)
     w, s, d = tokens.shape
     rows = (s - 1) // freq_patches
     window_frames = rows * patch_size
@@ -150,13 +149,10 @@ def row_timestamps(rows: int, patch_size: int, frame_shift_ms: float) -> torch.T
     return (torch.arange(rows, dtype=torch.float64) * patch_size + patch_size / 2) * (frame_shift_ms / 1000.0)
 
 
-def check_granularity(granularity: str, utterance_pooling: str) -> str:
-    """The granularity's current name (old names are accepted with a warning)."""
-    if granularity in _RENAMED_GRANULARITIES:
-        logger.warning("granularity %r is now called %r", granularity, _RENAMED_GRANULARITIES[granularity])
-        granularity = _RENAMED_GRANULARITIES[granularity]
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    if utterance_pooling not in ("cls", "mean"):
-        raise ValueError(f"utterance_pooling must be 'cls' or 'mean', got {utterance_pooling!r}")
-    return granularity
+def check_granularity(granularity: str, utterance_pooling: str) -> Tuple[str, str]:
+    """The granularity's and the pooling's current names (old names are mapped with a warning).
+
+    Raises:
+        ValueError: an unknown name (see :mod:`sslam_plugin.vocabulary`).
+    """
+    return parse_granularity(granularity), parse_pooling(utterance_pooling, "utterance_pooling")

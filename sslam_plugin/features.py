@@ -13,8 +13,8 @@ from __future__ import annotations
 import functools
 import math
 
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Optional
 
 import torch
 import torchaudio
@@ -23,7 +23,9 @@ __all__ = [
     "AUDIOSET_MEAN",
     "AUDIOSET_STD",
     "SAMPLE_RATE",
+    "FbankSettings",
     "FbankConfig",
+    "fbank_config_from",
     "compute_fbank",
     "kaldi_fbank",
     "pad_or_crop",
@@ -41,22 +43,44 @@ AUDIOSET_STD = 4.569
 WaveformTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
-@dataclass(frozen=True)
-class FbankConfig:
+@dataclass
+class FbankSettings:
+    """The front-end settings a training task exposes as ``task.*``.
+
+    Declared here only: both task configs inherit them (``task.target_length``,
+    ``task.num_mel_bins``, ``task.norm_mean``, ``task.norm_std``), and
+    :func:`fbank_config_from` turns such a config back into an :class:`FbankConfig`.
+    """
+
+    target_length: int = field(
+        default=1024, metadata={"help": "frames per clip: zero-padded at the end or cropped from the start"}
+    )
+    num_mel_bins: int = field(default=128, metadata={"help": "mel bins"})
+    norm_mean: float = field(
+        default=AUDIOSET_MEAN, metadata={"help": "log-mel mean of the data (sslam-norm-stats computes it)"}
+    )
+    norm_std: float = field(
+        default=AUDIOSET_STD, metadata={"help": "log-mel std of the data; inputs become (x - mean) / (2 std)"}
+    )
+
+
+@dataclass
+class FbankConfig(FbankSettings):
     """How a waveform becomes a normalised (T, M) log-mel image."""
 
-    target_length: int = 1024
-    num_mel_bins: int = 128
-    frame_shift_ms: float = 10.0
-    frame_length_ms: float = 25.0
-    norm_mean: float = AUDIOSET_MEAN
-    norm_std: float = AUDIOSET_STD
+    frame_shift_ms: float = field(default=10.0, metadata={"help": "hop between analysis windows"})
+    frame_length_ms: float = field(default=25.0, metadata={"help": "analysis window length"})
 
     def __post_init__(self) -> None:
         if self.target_length <= 0:
             raise ValueError(f"target_length must be positive, got {self.target_length}")
         if self.norm_std <= 0:
             raise ValueError(f"norm_std must be positive, got {self.norm_std}")
+
+
+def fbank_config_from(settings: Any) -> FbankConfig:
+    """The :class:`FbankConfig` of a config holding the :class:`FbankSettings` fields (a task's ``cfg``)."""
+    return FbankConfig(**{f.name: getattr(settings, f.name) for f in fields(FbankSettings)})
 
 
 class _BlockResampler:
@@ -120,7 +144,7 @@ def resample_to(waveform: torch.Tensor, sample_rate: int, target_rate: int = SAM
 
 
 def compute_fbank(
-    waveform: torch.Tensor, cfg: FbankConfig = FbankConfig(), transform: Optional[WaveformTransform] = None
+    waveform: torch.Tensor, cfg: Optional[FbankConfig] = None, transform: Optional[WaveformTransform] = None
 ) -> torch.Tensor:
     """Kaldi log-mel filterbank of a 16 kHz mono waveform.
 
@@ -133,6 +157,7 @@ def compute_fbank(
     Returns:
         (frames, num_mel_bins) float32 log-mel energies, neither padded nor normalised.
     """
+    cfg = cfg if cfg is not None else FbankConfig()
     _check_waveform(waveform, cfg)
     wav = waveform.float()
     wav = wav - wav.mean()
@@ -231,7 +256,7 @@ def normalize_fbank(fbank: torch.Tensor, mean: float, std: float) -> torch.Tenso
 def waveform_to_features(
     waveform: torch.Tensor,
     sample_rate: int,
-    cfg: FbankConfig = FbankConfig(),
+    cfg: Optional[FbankConfig] = None,
     transform: Optional[WaveformTransform] = None,
 ) -> torch.Tensor:
     """Full front end: resample, fbank (with ``transform``, see :func:`compute_fbank`), pad/crop, normalise.
@@ -242,6 +267,7 @@ def waveform_to_features(
     Returns:
         (cfg.target_length, cfg.num_mel_bins) normalised log-mel features.
     """
+    cfg = cfg if cfg is not None else FbankConfig()
     fbank = compute_fbank(resample_to(waveform, sample_rate), cfg, transform)
     fbank = pad_or_crop(fbank, cfg.target_length)
     return normalize_fbank(fbank, cfg.norm_mean, cfg.norm_std)

@@ -47,13 +47,13 @@ import torch.nn.functional as F
 from .clips import ClipWindows, clip_windows, row_timestamps
 from .features import SAMPLE_RATE
 from .inference import PretrainedAudioEncoder, load_encoder
+from .vocabulary import parse_pooling
 from .waveform import batch_clips, min_samples
 
 __all__ = ["HearModel", "load_model", "get_scene_embeddings", "get_timestamp_embeddings"]
 
 logger = logging.getLogger(__name__)
 
-SCENE_POOLINGS = ("cls", "mean")
 LOAD_OPTIONS = ("scene_pooling", "timestamp_hop_ms", "batch_size", "teacher", "dtype", "trust")
 
 
@@ -79,8 +79,7 @@ class HearModel(nn.Module):
         batch_size: int = 16,
     ):
         super().__init__()
-        if scene_pooling not in SCENE_POOLINGS:
-            raise ValueError(f"scene_pooling must be one of {SCENE_POOLINGS}, got {scene_pooling!r}")
+        scene_pooling = parse_pooling(scene_pooling, "scene_pooling")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.encoder = encoder.eval()

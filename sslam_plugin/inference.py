@@ -36,7 +36,6 @@ from .checkpoints import DTYPES, EncoderExport, HeadConfig, Label, load_any
 from .data.labels import placeholder_labels
 from .features import FbankConfig
 from .clips import (
-    GRANULARITIES,
     ClipFeatures,
     ClipWindows,
     TimeFeatures,
@@ -48,6 +47,7 @@ from .clips import (
 )
 from .models.classifier import classify, pool
 from .models.encoder import AudioEncoder, EncoderConfig
+from .vocabulary import GRANULARITIES
 from .waveform import WaveformError, batch_clips, mono_clip
 
 logger = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class PretrainedAudioEncoder(nn.Module):
                 or "time" -> :class:`TimeFeatures` ((N, R, D), (R,) seconds).
             utterance_pooling: "cls" (token 0) or "mean" (mean of the patch tokens).
         """
-        granularity = check_granularity(granularity, utterance_pooling)
+        granularity, utterance_pooling = check_granularity(granularity, utterance_pooling)
         tokens = self.encode(self._to_fbank(waveform_or_fbank, sample_rate))  # (N, 1 + L, D)
         if granularity == "all":
             return tokens
@@ -267,7 +267,7 @@ class PretrainedAudioEncoder(nn.Module):
         batch_size: int = 8,
     ) -> List[ClipFeatures]:
         """Encode prepared :class:`ClipWindows` in batches and combine each clip's windows."""
-        granularity = check_granularity(granularity, utterance_pooling)
+        granularity, utterance_pooling = check_granularity(granularity, utterance_pooling)
         if not windows:
             return []
         self._note_long_clips([w for w in windows if w.fbank.shape[0] == 1], "crop")

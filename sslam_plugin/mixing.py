@@ -21,6 +21,8 @@ from typing import Optional
 
 import torch
 
+from .features import AUDIOSET_MEAN, AUDIOSET_STD
+
 __all__ = [
     "MixingConfig",
     "partner_indices",
@@ -71,8 +73,7 @@ class MixingConfig:
         },
     )
     seed: int = field(default=1, metadata={"help": "seed of the model's window/partner generator"})
-    norm_mean: float = field(default=-4.268, metadata={"help": "input normalisation mean (set from the task)"})
-    norm_std: float = field(default=4.569, metadata={"help": "input normalisation std (set from the task)"})
+    # no normalisation constants here: the "mean" operation takes the task's front end (task.norm_mean/norm_std)
 
     def validate(self, patch_size: int) -> None:
         if self.operation not in OPERATIONS:
@@ -207,8 +208,8 @@ def partial_mix(
     partners: torch.Tensor,
     unmixed: torch.Tensor,
     operation: str = "max",
-    norm_mean: float = -4.268,
-    norm_std: float = 4.569,
+    norm_mean: float = AUDIOSET_MEAN,
+    norm_std: float = AUDIOSET_STD,
 ) -> torch.Tensor:
     """Mix ``clips`` with ``partners`` outside the unmixed frames.
 
@@ -217,6 +218,8 @@ def partial_mix(
         unmixed: (1 or B, T) bool, True = keep the clip alone.
         operation: ``max`` of the normalised values, or ``mean``: the log of
             the average mel power, computed in the un-normalised log domain.
+        norm_mean, norm_std: the front end's normalisation (``FbankConfig``), which
+            ``mean`` undoes and redoes.
 
     Returns:
         (B, 1, T, M) mixtures.

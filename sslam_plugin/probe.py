@@ -38,11 +38,12 @@ import torch.nn.functional as F
 
 from .config_utils import dataclass_from_dict
 from .data import Manifest, read_label_descriptors, read_manifest
+from .vocabulary import parse_pooling
 from .data.robust import RobustClipReader
 from .evaluation import SplitResult, labelled_targets, score_split
 from .features import FbankConfig
 from .inference import PretrainedAudioEncoder
-from .models.classifier import classification_head, classify, pooling_name
+from .models.classifier import classification_head, classify
 from .models.encoder import EncoderConfig
 from .progress import progress, progress_bar
 
@@ -83,7 +84,7 @@ class ProbeConfig:
     seed: int = 1
 
     def __post_init__(self) -> None:
-        pooling_name(self.pooling)  # raises for an unknown pooling
+        object.__setattr__(self, "pooling", parse_pooling(self.pooling))  # frozen: set once, checked
         if self.epochs < 1 or self.batch_size < 0 or self.lr <= 0:
             raise ValueError(f"need epochs >= 1, batch_size >= 0 and lr > 0; got {self.epochs}, {self.batch_size}, {self.lr}")
 
@@ -315,7 +316,7 @@ def extract_embeddings(
     Returns:
         {name: (N, D) float32 embeddings on the CPU}.
     """
-    pooling = pooling_name(pooling)
+    pooling = parse_pooling(pooling)
     reader = RobustClipReader(manifest, frontend, policy="silence")
     outputs: Dict[str, List[torch.Tensor]] = {name: [] for name in encoders}
     bar = progress_bar(len(manifest), desc, "clip", show_progress)

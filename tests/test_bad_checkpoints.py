@@ -17,14 +17,14 @@ from omegaconf import OmegaConf  # noqa: E402
 from conftest import hydra_train  # noqa: E402
 from sslam_plugin.checkpoints import CorruptCheckpointError, load_checkpoint_file  # noqa: E402
 from sslam_plugin.training.launch import LAUNCH_REFUSED_EXIT_STATUS  # noqa: E402
-from sslam_plugin.training.resume import (  # noqa: E402
+from sslam_plugin.training.checkpoint_summary import read_checkpoint_summary  # noqa: E402
+from sslam_plugin.training.launch_refusals import (  # noqa: E402
     AnotherRunError,
     DamagedCheckpointError,
     WrongCheckpointError,
-    choose_checkpoint,
     dataloader_mismatch,
-    read_checkpoint_summary,
 )
+from sslam_plugin.training.resume import choose_checkpoint  # noqa: E402
 
 RUN = {"task": {"_name": "sslam_pretraining", "data": "/data"}, "model": {"_name": "sslam_pretraining", "mixing": {"enabled": True}}}
 
@@ -180,14 +180,14 @@ def test_an_official_checkpoint_in_the_run_folder_is_named_as_such(tmp_path):
 def test_a_full_disk_is_refused_before_training_and_partial_saves_are_removed(tmp_path, monkeypatch):
     import collections
 
-    import sslam_plugin.training.resume as resume
+    import sslam_plugin.training.launch_refusals as refusals
 
     folder = tmp_path / "checkpoints"
     pretraining_checkpoint(folder / "checkpoint_last.pt", 6)
     (folder / "checkpoint_last.pt.tmp").write_bytes(b"")
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(resume.shutil, "disk_usage", lambda path: usage(100, 100, 10))
-    with pytest.raises(resume.DiskFullError, match=r"checkpoints: 0 MiB free, but the next checkpoint needs about "
+    monkeypatch.setattr(refusals.shutil, "disk_usage", lambda path: usage(100, 100, 10))
+    with pytest.raises(refusals.DiskFullError, match=r"checkpoints: 0 MiB free, but the next checkpoint needs about "
                                                    r"0 MiB \(the size of checkpoint_last.pt\).*resume from update 6"):
         choose_checkpoint(config(tmp_path, None))
     assert not (folder / "checkpoint_last.pt.tmp").exists()
@@ -196,7 +196,7 @@ def test_a_full_disk_is_refused_before_training_and_partial_saves_are_removed(tm
 def test_a_full_disk_while_saving_is_one_line_and_leaves_no_partial_file(tmp_path):
     import errno
 
-    from sslam_plugin.training.resume import disk_full
+    from sslam_plugin.training.launch_refusals import disk_full
 
     (tmp_path / "checkpoint_last.pt.tmp").write_bytes(b"")
     cfg = OmegaConf.create({"checkpoint": {"save_dir": str(tmp_path)}})

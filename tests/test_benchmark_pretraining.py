@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from sslam_plugin.cli import benchmark_measures as measures
 from sslam_plugin.cli import benchmark_pretraining as bench
 from sslam_plugin.masking import inverse_block_mask
 from sslam_plugin.mixing import MixingConfig
@@ -134,21 +135,21 @@ def test_step_flops_match_a_hand_count():
 def test_step_shape_of_stage_2_counts_the_mixtures_and_partner_pass():
     model = SourceRetentionPretrainer(tiny_config(utterance_target_layers=1), MixingConfig(enabled=True, unmixed_window_frames=32))
     fbank, mask = make_batch(clips=3, frames=128, clones=2)
-    shape = bench.step_shape(model, 3, 128, mask)
+    shape = measures.step_shape(model, 3, 128, mask)
     kept = 64 - int(mask[0].sum())
     # two windows of 2 patch rows x 8 frequency patches are left out of the partner pass
     assert shape == StepShape(6, 2, kept, 64, 6, 3, 64 - 2 * 2 * 8)
-    assert bench.step_shape(BootstrapPretrainer(tiny_config()), 3, 128, mask) == StepShape(3, 2, kept, 64, 3)
+    assert measures.step_shape(BootstrapPretrainer(tiny_config()), 3, 128, mask) == StepShape(3, 2, kept, 64, 3)
 
 
 def test_peak_table_and_mfu():
-    assert bench.peak_tflops("NVIDIA H200", torch.bfloat16) == 989.4
-    assert bench.peak_tflops("NVIDIA H100 PCIe", torch.float16) == 756.0
-    assert bench.peak_tflops("NVIDIA H100 80GB HBM3", torch.float32) == 66.9
-    assert bench.peak_tflops("cpu", torch.float32) is None
-    assert bench.peak_tflops("cpu", torch.float32, override=2.0) == 2.0
-    assert bench.model_flops_utilisation(14.7e12, 0.052, 989.4) == pytest.approx(14.7 / 0.052 / 989.4)
-    assert bench.model_flops_utilisation(1.0, 1.0, None) is None
+    assert measures.peak_tflops("NVIDIA H200", torch.bfloat16) == 989.4
+    assert measures.peak_tflops("NVIDIA H100 PCIe", torch.float16) == 756.0
+    assert measures.peak_tflops("NVIDIA H100 80GB HBM3", torch.float32) == 66.9
+    assert measures.peak_tflops("cpu", torch.float32) is None
+    assert measures.peak_tflops("cpu", torch.float32, override=2.0) == 2.0
+    assert measures.model_flops_utilisation(14.7e12, 0.052, 989.4) == pytest.approx(14.7 / 0.052 / 989.4)
+    assert measures.model_flops_utilisation(1.0, 1.0, None) is None
 
 
 def test_benchmark_runs_both_modes_on_the_cpu(tmp_path, monkeypatch):
@@ -165,11 +166,12 @@ def test_benchmark_runs_both_modes_on_the_cpu(tmp_path, monkeypatch):
     assert {(c["stage"], c["mode"]) for c in cases} == {(1, "plain"), (1, "fast"), (2, "plain"), (2, "fast")}
     for case in cases:
         assert case["losses_finite"] and case["grads_finite"] and case["teacher_float32"]
+        assert case["fairseq_speedups"] == (case["mode"] == "fast")  # plain: fairseq's own optimiser code
         assert len(case["step_ms_all"]) == 2
         # MFU is the shape-counted FLOPs over the median step time and the given peak
         model = bench.build("test", case["stage"], torch.device("cpu"))
         _, mask = bench.batch(2, 128, model.cfg.clone_batch, torch.device("cpu"), torch.float32)
-        flops = step_flops(model.cfg.encoder, model.cfg.decoder, bench.step_shape(model, 2, 128, mask))["total"]
+        flops = step_flops(model.cfg.encoder, model.cfg.decoder, measures.step_shape(model, 2, 128, mask))["total"]
         assert case["tflop_per_step"] == round(flops / 1e12, 4)
         expected = flops / (np.median(case["step_ms_all"]) / 1000) / 0.5e12
         assert case["mfu"] == pytest.approx(expected, rel=2e-3, abs=1e-4)
@@ -184,9 +186,9 @@ def test_teacher_target_error_under_autocast():
     torch.manual_seed(0)
     model = BootstrapPretrainer(tiny_config())
     fbank = torch.randn(2, 1, 64, 128)
-    exact = bench.teacher_target_error(model, fbank, torch.float32)
+    exact = measures.teacher_target_error(model, fbank, torch.float32)
     assert exact == {"patch": 0.0, "utterance": 0.0}
-    low = bench.teacher_target_error(model, fbank, torch.bfloat16)
+    low = measures.teacher_target_error(model, fbank, torch.bfloat16)
     # bf16 keeps 8 bits of mantissa (relative step 2**-8 = 0.004); a few blocks compound it
     assert 1e-4 < low["patch"] < 5e-2 and 1e-4 < low["utterance"] < 5e-2, low
 

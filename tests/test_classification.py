@@ -244,5 +244,5 @@ def test_pooling_names_old_and_official_still_load(official_path, caplog):
     with caplog.at_level("WARNING"):
         assert build(official_path, prediction_mode="MEAN_POOLING").classifier.pooling == "mean"
     assert "model.prediction_mode=MEAN_POOLING is now model.pooling" in caplog.text
-    with pytest.raises(ValueError, match="model.pooling: pooling must be one of"):
+    with pytest.raises(ValueError, match="model.pooling must be one of"):
         build(official_path, pooling="max")

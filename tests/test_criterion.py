@@ -60,7 +60,7 @@ def test_weights_under_the_old_frame_names_still_apply(caplog):
         loss, _, log = criterion(frame=0.5, frame_mixed=2.0)(Model(), sample())
     assert float(loss) == 0.5 * 2.0 + 2.0 * 3.0
     assert log["loss_patch"] == 1.0 and log["loss_patch_mixed"] == 6.0
-    assert "criterion.loss_weights.frame is now criterion.loss_weights.patch" in caplog.text
+    assert "criterion.loss_weights.frame: 'frame' is the old name of 'patch'" in caplog.text
 
 
 def test_logged_numbers_are_those_of_item_read_in_one_copy():

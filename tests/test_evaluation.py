@@ -51,4 +51,4 @@ def test_a_missing_checkpoint_is_one_error_line(tmp_path, capsys):
 
     assert main([str(tmp_path / "nope.pt"), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"error: {tmp_path / 'nope.pt'}: checkpoint not found"
+    assert err.strip() == f"error: {tmp_path / 'nope.pt'}: no such file or folder"

@@ -1,4 +1,4 @@
-"""The plugin's replacements of fairseq functions, exercised by two gloo processes."""
+"""The fairseq adapter's replacements (sslam_plugin.training.fairseq_adapter), some exercised by two gloo processes."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ def _two_ranks(rank: int, port: int, out_dir: str) -> None:
     from fairseq.distributed import utils as distributed_utils
     from omegaconf import DictConfig, OmegaConf
 
-    import sslam_plugin.training  # noqa: F401  (installs the replacements)
     from sslam_plugin.training import preemption
+    from sslam_plugin.training.fairseq_adapter import install
+
+    install()  # what the launcher does in every rank
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     group = distributed_utils.get_global_group()
@@ -57,7 +59,7 @@ def _two_ranks(rank: int, port: int, out_dir: str) -> None:
         Path(out_dir) / f"rank{rank}.pt",
     )
     dist.destroy_process_group()
-    from sslam_plugin.training.launch import exit_now
+    from sslam_plugin.training.rank import exit_now
 
     exit_now(0)  # as the launcher's ranks do: gloo's teardown at interpreter exit can abort
 
@@ -82,9 +84,9 @@ def _adam_pair(**config):
     """Two fairseq Adams on equal parameters: one stepped by foreach_step, one by fairseq's own step."""
     from fairseq.optim.adam import Adam
 
-    from sslam_plugin.training import adam, fairseq_compat
+    from sslam_plugin.training.fairseq_adapter import adam, install
 
-    fairseq_compat.install()
+    install(speedups=True)
     # what the trainer's FairseqAdam now runs (torch wraps a step in a profiling hook once built)
     assert inspect.unwrap(Adam.step) is inspect.unwrap(adam.foreach_step)
     torch.manual_seed(0)
@@ -99,7 +101,7 @@ def _adam_pair(**config):
 
 
 def _step_both(ours, theirs, opt_ours, opt_theirs, seed, skip=None):
-    from sslam_plugin.training import adam
+    from sslam_plugin.training.fairseq_adapter import adam
 
     generator = torch.Generator().manual_seed(seed)
     for i, (a, b) in enumerate(zip(ours, theirs)):
@@ -144,11 +146,14 @@ def test_foreach_adam_falls_back_where_it_cannot_batch():
 
 
 # ------------------------------------------------- mixed-precision bookkeeping
-_FP16_REPLACED = ("_sync_fp16_grads_to_fp32", "_sync_fp32_params_to_fp16", "zero_grad", "state_dict", "load_state_dict")
+_FP16_STATE = ("state_dict", "load_state_dict")
 
 
 def _mixed_precision_run(dtype, fairseqs_own, monkeypatch, steps=6, resume_at=None):
     """A trainer's update sequence on a small half model through fairseq's FP16Optimizer.
+
+    ``fairseqs_own``: fairseq's own code throughout (the speed replacements switched
+    off, and fairseq's checkpoint state); otherwise the adapter's.
 
     With ``resume_at``, the model and optimiser are saved after that many steps
     (through ``torch.save`` / ``torch.load(weights_only=True)``, as a checkpoint),
@@ -161,9 +166,9 @@ def _mixed_precision_run(dtype, fairseqs_own, monkeypatch, steps=6, resume_at=No
     from fairseq.optim import fp16_optimizer
     from omegaconf import OmegaConf
 
-    from sslam_plugin.training import fairseq_compat
+    from sslam_plugin.training.fairseq_adapter import install, original
 
-    fairseq_compat.install()
+    install(speedups=not fairseqs_own)
     bf16 = dtype == torch.bfloat16
     cfg = OmegaConf.create({
         "common": {"fp16_no_flatten_grads": True, "bf16": bf16, "fp16_init_scale": 4, "fp16_scale_window": 2,
@@ -187,11 +192,10 @@ def _mixed_precision_run(dtype, fairseqs_own, monkeypatch, steps=6, resume_at=No
     generator = torch.Generator().manual_seed(1)
     inputs = [torch.randn(8, 6, generator=generator).to(dtype) for _ in range(steps)]
     with monkeypatch.context() as patch:
-        if fairseqs_own:
-            for name in _FP16_REPLACED:
-                patch.setattr(fp16_optimizer._FP16OptimizerMixin, name,
-                              fairseq_compat.original(f"_FP16OptimizerMixin.{name}"))
-            patch.setattr(utils, "clip_grad_norm_", fairseq_compat.original("clip_grad_norm_"))
+        if fairseqs_own:  # the speed replacements are off; the checkpoint state is fairseq's too
+            for name in _FP16_STATE:
+                patch.setattr(fp16_optimizer._FP16OptimizerMixin, name, original(f"_FP16OptimizerMixin.{name}"))
+            assert utils.clip_grad_norm_ is original("clip_grad_norm_")
         model, opt = build()
         norms, scales = [], []
         for step in range(steps):
@@ -231,12 +235,13 @@ def test_mixed_precision_bookkeeping_is_fairseqs_bit_for_bit(dtype, monkeypatch)
     from fairseq import utils
     from fairseq.optim import fp16_optimizer
 
-    from sslam_plugin.training import fp16_optimizer as ours
+    from sslam_plugin.training.fairseq_adapter import mixed_precision_speed as ours
 
     ours_run = _mixed_precision_run(dtype, False, monkeypatch)
     assert utils.clip_grad_norm_ is ours.clip_grad_norm_  # what the trainer calls
     assert fp16_optimizer._FP16OptimizerMixin.zero_grad is ours.zero_grad
     fairseq_run = _mixed_precision_run(dtype, True, monkeypatch)
+    assert fp16_optimizer._FP16OptimizerMixin.zero_grad is not ours.zero_grad
     _assert_same_run(ours_run, fairseq_run)
     half_a, _, _, scales_a, state_a = ours_run
     # exp_avg and exp_avg_sq of all 8 master tensors: fairseq steps the unused layer with a zero
@@ -252,7 +257,7 @@ def test_mixed_precision_bookkeeping_is_fairseqs_bit_for_bit(dtype, monkeypatch)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_mixed_precision_resume_continues_the_uninterrupted_run_exactly(dtype, monkeypatch):
     """The checkpoint keeps the float32 master weights and the loss scaler's counters."""
-    from sslam_plugin.training.fp16_optimizer import LOSS_SCALER_KEY, MASTER_WEIGHTS_KEY
+    from sslam_plugin.training.fairseq_adapter.mixed_precision_state import LOSS_SCALER_KEY, MASTER_WEIGHTS_KEY
 
     straight = _mixed_precision_run(dtype, False, monkeypatch, steps=6)
     resumed = _mixed_precision_run(dtype, False, monkeypatch, steps=6, resume_at=3)
@@ -280,24 +285,24 @@ def _saved_optimizer_state(dtype, monkeypatch):
 
 
 def test_master_weights_of_another_model_are_not_loaded(monkeypatch, caplog):
-    from sslam_plugin.training.fp16_optimizer import MASTER_WEIGHTS_KEY, _master_weights, load_state_dict
+    from sslam_plugin.training.fairseq_adapter import originals
+    from sslam_plugin.training.fairseq_adapter.mixed_precision_state import (
+        MASTER_WEIGHTS_KEY, load_state_dict, master_weights,
+    )
 
     _, state = _saved_optimizer_state(torch.bfloat16, monkeypatch)
     opt = SimpleNamespace(fp32_params=[torch.zeros(2, 2)], scaler=None)
-    from sslam_plugin.training import fairseq_compat
-
-    originals = {**fairseq_compat._ORIGINALS, "_FP16OptimizerMixin.load_state_dict": lambda *a: None}
-    monkeypatch.setattr(fairseq_compat, "_ORIGINALS", originals)
+    monkeypatch.setitem(originals._REPLACED, "_FP16OptimizerMixin.load_state_dict", lambda *a: None)
     with caplog.at_level("WARNING"):
         load_state_dict(opt, {MASTER_WEIGHTS_KEY: state[MASTER_WEIGHTS_KEY]})
     assert "do not match this model's" in caplog.text
-    assert torch.equal(_master_weights(opt)[0], torch.zeros(2, 2))
+    assert torch.equal(master_weights(opt)[0], torch.zeros(2, 2))
 
 
 def test_grad_norm_of_gradients_in_two_precisions():
-    from sslam_plugin.training import fairseq_compat, fp16_optimizer as ours
+    from sslam_plugin.training.fairseq_adapter import install, mixed_precision_speed as ours
 
-    fairseq_compat.install()
+    install(speedups=True)
     params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2, dtype=torch.float16))]
     for p in params:
         p.grad = torch.full_like(p, 2.0)
@@ -337,10 +342,10 @@ def _take(iterator, count):
     (2, 3, 2, 6),  # the same count: fairseq's own position
 ])
 def test_a_resume_on_another_process_count_continues_where_the_job_was(saved_shards, taken, shards, expect_next_batch):
-    from sslam_plugin.training import fairseq_compat
-    from sslam_plugin.training.iterator_position import NUM_SHARDS_KEY
+    from sslam_plugin.training.fairseq_adapter import install
+    from sslam_plugin.training.fairseq_adapter.iterator_position import NUM_SHARDS_KEY
 
-    fairseq_compat.install()
+    install()
     first = _epoch_iterator(saved_shards)
     _take(first, taken)
     state = first.state_dict()
@@ -353,9 +358,9 @@ def test_a_resume_on_another_process_count_continues_where_the_job_was(saved_sha
 
 
 def test_an_iterator_state_without_a_process_count_loads_as_fairseqs():
-    from sslam_plugin.training import fairseq_compat
+    from sslam_plugin.training.fairseq_adapter import install
 
-    fairseq_compat.install()
+    install()
     resumed = _epoch_iterator(2)
     resumed.load_state_dict({"version": 2, "epoch": 1, "iterations_in_epoch": 2, "shuffle": False})
     assert next(resumed.next_epoch_itr(shuffle=False)) == [8, 9]  # batch 4: shard 0's third

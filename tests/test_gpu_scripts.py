@@ -36,3 +36,35 @@ def test_gpu_speed_check_script_runs_on_the_cpu(tmp_path):
     assert "fast vs plain" in run.stdout and "compiled vs plain" in run.stdout
     if "golden_max_abs_diff" in first:  # ../shared/reference beside the checkout
         assert max(first["golden_max_abs_diff"].values()) < 1e-4
+
+
+def test_gpu_checks_stop_at_once_without_a_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():  # pragma: no cover - the device machine
+        return
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
+    run = subprocess.run(["bash", "benchmarks/gpu_checks.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 2
+    assert run.stderr.startswith("error: no CUDA device visible") and "CPU=1" in run.stderr
+    assert not (tmp_path / "gpu_checks.tar.gz").exists()
+
+
+def test_gpu_checks_fairseq_speedups_part_runs_on_the_cpu(tmp_path):
+    """The speed replacements on and off from the same start: on the CPU the losses agree bit for bit."""
+    import tarfile
+
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable, CHECKS="speedups", CPU="1", SIZE="tiny",
+               BATCH="2", FRAMES="128", SPEEDUPS_UPDATES="3", SPEEDUPS_TIMEOUT="600", OMP_NUM_THREADS="2")
+    run = subprocess.run(["bash", "benchmarks/gpu_checks.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "fairseq speed replacements check: exit status 0" in run.stdout, run.stdout[-3000:]
+    with tarfile.open(tmp_path / "gpu_checks.tar.gz") as archive:
+        result = json.load(archive.extractfile("./fairseq_speedups.json"))
+    assert result["on"]["speedups"] is True and result["off"]["speedups"] is False
+    assert len(result["on"]["losses"]) == len(result["off"]["losses"]) == 3
+    assert result["on"]["losses"] == result["off"]["losses"] and result["loss_max_rel_diff"] == 0.0
+    assert result["on"]["losses"][0] != result["on"]["losses"][-1]  # the updates changed the model
+    assert result["within_tolerance"] and result["on"]["step_ms_median"] > 0

@@ -13,6 +13,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +30,7 @@ from sslam_plugin.checkpoints import (
     load_any,
     load_checkpoint_file,
     load_hf_folder,
+    looks_like_hub_repo_id,
     official_checkpoint_from_export,
     pretraining_extras,
     save_export,
@@ -219,7 +222,30 @@ def test_repo_id_offline_gives_clear_error(monkeypatch, tmp_path):
         load_encoder("sslam-tests/not-cached-model")
     message = str(err.value)
     assert "'sslam-tests/not-cached-model'" in message and "HF_HUB_OFFLINE" in message
-    assert "huggingface-cli download" in message
+    # the command the installed huggingface_hub ships (huggingface-cli is gone from it)
+    assert "`hf download sslam-tests/not-cached-model config.json model.safetensors --local-dir FOLDER`" in message
+    assert "huggingface-cli" not in message
+    assert (Path(sys.executable).parent / "hf").is_file()
+
+
+@pytest.mark.parametrize("typo", ["runs/mymodel", "./runs/mymodel", "~/sslam-no-such-folder/model", "{tmp}/runs/x/y"])
+def test_mistyped_local_folder_says_no_such_folder_not_hub_advice(monkeypatch, tmp_path, typo):
+    import huggingface_hub
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("a local path was sent to the hub")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_hub)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()  # "runs/mymodel" is then a folder here, mistyped, not owner/name
+    path = typo.format(tmp=tmp_path)
+    assert not looks_like_hub_repo_id(path)
+    with pytest.raises(CheckpointError) as err:
+        load_encoder(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: no such file or folder") and "Hugging Face hub" not in message
+    if path.endswith("x/y"):  # a folder on the way is missing too: the message says where the typo starts
+        assert message.endswith(f"(the deepest existing folder on that path is {tmp_path / 'runs'})")
 
 
 def test_repo_id_downloads_through_snapshot_download(monkeypatch, tmp_path, official, golden_dir):

@@ -15,7 +15,8 @@ pytest.importorskip("fairseq")
 from omegaconf import OmegaConf  # noqa: E402
 
 from sslam_plugin.training import preemption  # noqa: E402
-from sslam_plugin.training.launch import first_slurm_host, infer_topology, keep_effective_batch  # noqa: E402
+from sslam_plugin.training.launch_options import keep_effective_batch, share_cpu_threads  # noqa: E402
+from sslam_plugin.training.topology import first_slurm_host, infer_topology  # noqa: E402
 
 
 def slurm(**values) -> dict:
@@ -135,6 +136,7 @@ def stop_handlers():
     preemption._requested = None
     preemption._first_interrupt = None
     preemption._training = False
+    preemption._interrupted_again = False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2])
@@ -174,8 +176,6 @@ def test_an_ignored_ctrl_c_stays_ignored(stop_handlers):
 def test_cpu_ranks_share_the_machines_threads(monkeypatch):
     import torch
 
-    from sslam_plugin.training.launch import share_cpu_threads
-
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
     environ = {}
     assert share_cpu_threads(2, environ) == 4 and environ["OMP_NUM_THREADS"] == "4"
@@ -193,11 +193,15 @@ def test_ctrl_c_before_the_first_update_stops_at_once(stop_handlers):
     assert preemption.requested_signal() is None
 
 
-def test_the_launchers_first_ctrl_c_leaves_the_decision_to_the_ranks(stop_handlers, monkeypatch):
+def test_the_launcher_leaves_every_ctrl_c_to_the_ranks(stop_handlers, monkeypatch):
+    """No update in the launcher: it never raises on a Ctrl-C, and ends with its ranks' status."""
     clock = [100.0]
     monkeypatch.setattr(preemption.time, "monotonic", lambda: clock[0])
-    preemption.record_interrupt(signal.SIGINT, None, launcher=True)  # no update in the launcher, no raise
-    assert preemption.requested_signal() == "SIGINT"
+    preemption.record_launcher_interrupt(signal.SIGINT, None)
+    assert preemption.requested_signal() == "SIGINT" and not preemption.interrupted_again()
+    clock[0] += 0.1
+    preemption.record_launcher_interrupt(signal.SIGINT, None)  # the terminal's copy of the same press
+    assert not preemption.interrupted_again()
     clock[0] += 1.0
-    with pytest.raises(KeyboardInterrupt):
-        preemption.record_interrupt(signal.SIGINT, None, launcher=True)
+    preemption.record_launcher_interrupt(signal.SIGINT, None)  # a second press: noted, no KeyboardInterrupt
+    assert preemption.interrupted_again() and preemption.requested_signal() == "SIGINT"

@@ -14,9 +14,9 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from conftest import hydra_train  # noqa: E402
 from sslam_plugin.training.launch import LAUNCH_REFUSED_EXIT_STATUS  # noqa: E402
-from sslam_plugin.training.resume import (  # noqa: E402
+from sslam_plugin.training.checkpoint_summary import CheckpointSummary  # noqa: E402
+from sslam_plugin.training.relaunch_changes import (  # noqa: E402
     ChangedConfigError,
-    CheckpointSummary,
     check_config_changes,
     config_changes,
 )

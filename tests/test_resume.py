@@ -14,13 +14,10 @@ pytest.importorskip("fairseq")
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from sslam_plugin.training.resume import (  # noqa: E402
-    ChangedConfigError,
-    DamagedCheckpointError,
-    check_config_changes,
-    choose_checkpoint,
-    read_checkpoint_summary,
-)
+from sslam_plugin.training.checkpoint_summary import read_checkpoint_summary  # noqa: E402
+from sslam_plugin.training.launch_refusals import ChangedConfigError, DamagedCheckpointError  # noqa: E402
+from sslam_plugin.training.relaunch_changes import check_config_changes  # noqa: E402
+from sslam_plugin.training.resume import choose_checkpoint  # noqa: E402
 
 RUN = {"task": {"_name": "sslam_pretraining", "data": "/data"}, "model": {"_name": "sslam_pretraining", "mixing": {"enabled": True}}}
 

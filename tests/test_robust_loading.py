@@ -18,7 +18,7 @@ ENTRIES = {
     "good_16k.wav": None,
     "corrupt.wav": "cannot decode audio",
     "stereo.wav": None,
-    "empty.wav": "cannot decode audio",
+    "empty.wav": "empty file (0 bytes)",
     "zero.wav": "file holds no samples",
     "hi_44k.wav": None,
     "nan.wav": "contains NaN or Inf samples",

@@ -20,12 +20,8 @@ from conftest import hydra_train_command, run
 
 pytest.importorskip("fairseq")
 
-from sslam_plugin.training.launch import (  # noqa: E402
-    RUN_IN_USE_EXIT_STATUS,
-    infer_topology,
-    owns_the_run,
-    run_lock_folder,
-)
+from sslam_plugin.training.run_ownership import RUN_IN_USE_EXIT_STATUS, run_lock_folder  # noqa: E402
+from sslam_plugin.training.topology import infer_topology, owns_the_run  # noqa: E402
 from sslam_plugin.training.run_lock import LOCK_NAME  # noqa: E402
 
 TWO_PROCESSES = [

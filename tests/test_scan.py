@@ -149,7 +149,9 @@ def test_cli(collection, tmp_path, capsys):
     valid = read_lines(dest / "valid.tsv")[1:]
     assert sorted(line.split("\t")[0] for line in train + valid) == sorted(KEPT)
     assert {line.split("\t")[0] for line in valid} == {r for r in KEPT if is_valid_clip(r, 1, 0.5)}
-    assert main(args) == 2 and "--force" in capsys.readouterr().err
+    assert main(args) == 1 and "--force" in capsys.readouterr().err
+    assert main([str(tmp_path / "nowhere"), "--dest", str(tmp_path / "m2")]) == 1
+    assert capsys.readouterr().err == f"error: {os.path.realpath(tmp_path / 'nowhere')}: audio folder not found\n"
     assert main(args + ["--force", "--valid-percent", "5"]) == 2
     assert "fraction" in capsys.readouterr().err
 

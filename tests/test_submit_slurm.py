@@ -17,6 +17,7 @@ pytest.importorskip("submitit")
 pytest.importorskip("fairseq")
 
 from sslam_plugin.cli import submit_slurm as submit  # noqa: E402  (after the skips: it needs submitit)
+from sslam_plugin.training.watchdog import WATCHDOG_EXIT_STATUS  # noqa: E402
 
 
 def fake_sbatch(folder):
@@ -122,8 +123,54 @@ def test_a_stalled_job_is_requeued_a_limited_number_of_times(tmp_path, monkeypat
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.setenv("SLURM_RESTART_COUNT", restarts)
     monkeypatch.setattr(submit, "REQUEUE_WAIT_S", 0)  # SLURM would end the job during this wait
-    job = submit.TrainJob([sys.executable, "-c", f"raise SystemExit({submit.WATCHDOG_EXIT_STATUS})"], str(tmp_path))
+    job = submit.TrainJob([sys.executable, "-c", f"raise SystemExit({WATCHDOG_EXIT_STATUS})"], str(tmp_path))
     with pytest.raises(RuntimeError, match="exited with 76"):
         job()
     log = tmp_path / "scontrol.log"
     assert (log.read_text() if log.exists() else "") == ("requeue 4242\n" if requeued else "")
+
+
+BIN = os.path.dirname(sys.executable)
+
+
+def test_without_slurm_it_refuses_instead_of_training_here(tmp_path):
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}/usr/bin{os.pathsep}/bin")  # no sbatch
+    result = run(
+        [os.path.join(BIN, "sslam-submit"), "--config-dir", str(REPO / "config" / "pretrain"),
+         "--config-name", "demo_stage1", "--job-dir", str(tmp_path / "job")],
+        cwd=tmp_path, env=env,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: SLURM is not available here (no sbatch on PATH); run this on a SLURM login node, or pass "
+        "--cluster local to train on this machine"
+    ]
+    assert not (tmp_path / "job").exists()  # nothing started
+
+
+def test_a_failed_local_job_is_reported_by_its_error_line_and_log(tmp_path):
+    result = run(
+        [os.path.join(BIN, "sslam-submit"), "--config-dir", str(REPO / "config" / "pretrain"),
+         "--config-name", "demo_stage1", "--job-dir", str(tmp_path / "job"), "--cluster", "local", "--wait",
+         "--", f"task.data={tmp_path / 'no_such_folder'}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    match = re.fullmatch(r"error: job (\S+) failed: (.*) \(log: (\S+)\)", last)
+    assert match, result.stderr
+    assert "no_such_folder" in match.group(2)  # the training's own message, not submitit's traceback
+    assert os.path.isfile(match.group(3)) and "no_such_folder" in open(match.group(3)).read()
+    assert "job.stderr(0)" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_last_error_line_skips_submitits_own_traceback():
+    log = (
+        "INFO starting\nTraceback (most recent call last):\n  File x\nValueError: task.data is missing\n"
+        "submitit ERROR (2026) - Submitted job triggered an exception\nTraceback:\nRuntimeError: exited with 1\n"
+    )
+    assert submit.last_error_line(log) == "ValueError: task.data is missing"
+    hydra = "AssertionError: Must specify batch size\n\nSet the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n"
+    assert submit.last_error_line(hydra) == "AssertionError: Must specify batch size"
+    assert submit.last_error_line("just a line\n") == "just a line"
+    assert submit.last_error_line("") is None

@@ -118,11 +118,40 @@ def test_a_log_without_train_inner_lines_is_an_error_that_says_why(tmp_path, cap
     write(tmp_path / "run" / "hydra_train.log", STAGE2_LOG.splitlines()[0] + "\n")
     assert plot_training.main([str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
-    assert "no train_inner lines" in err and "common.log_format=simple or json" in err
+    assert "no train_inner lines" in err and "common.log_format simple or json" in err
     assert not (tmp_path / "run" / "training_curves.png").exists()
     (tmp_path / "empty_run").mkdir()
-    assert plot_training.main([str(tmp_path / "empty_run")]) == 2
+    assert plot_training.main([str(tmp_path / "empty_run")]) == 1  # 2 is for usage errors
     assert "a folder without hydra_train.log" in capsys.readouterr().err
+
+
+def test_a_run_shorter_than_the_log_interval_says_to_lower_it(tmp_path):
+    """A demo-sized run: 6 updates, one train_inner line every 10 (what the demo recipes log)."""
+    import subprocess
+    import sys
+
+    lines = STAGE2_LOG.splitlines()
+    run = tmp_path / "run"
+    write(run / ".hydra" / "config.yaml", "common:\n  log_interval: 10\n  log_format: simple\n")
+    write(run / "hydra_train.log", "\n".join([lines[0], lines[5].replace("@ 3 updates", "@ 6 updates")]) + "\n")
+    command = [str(Path(sys.executable).parent / "sslam-plot-training"), str(run)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: {run / 'hydra_train.log'}: no train_inner lines to plot: the run logged 6 updates and fairseq "
+        "writes one train_inner line every common.log_interval=10 updates (with common.log_format simple or json); "
+        "for a short run, lower it, e.g. common.log_interval=1"
+    ]
+    # one line: plotted, with the same advice
+    write(run / "hydra_train.log", "\n".join(lines[:2]) + "\n")
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "one logged update draws a dot, not a curve" in result.stdout and "common.log_interval=1" in result.stdout
+    # tqdm never writes the lines, whatever the interval
+    write(run / ".hydra" / "config.yaml", "common:\n  log_interval: 1\n  log_format: tqdm\n")
+    write(run / "hydra_train.log", lines[0] + "\n")
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert "common.log_format=simple" in result.stderr
 
 
 def test_tensorboard_place_and_wandb_run_name(tmp_path, monkeypatch):

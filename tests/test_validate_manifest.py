@@ -96,8 +96,12 @@ def test_cli_exit_status_and_report(manifest_path, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "5 errors" in out and "error: line 9: corrupt.wav: unreadable" in out
     rows = report_path.read_text().splitlines()
-    assert len(rows) == 6 and rows[0].startswith(f"{manifest_path}\t3\tgood.flac\twarning\tlength mismatch")
+    # 5 errors, the length mismatch, and good.flac (0.5 s) under the recipes' 10000 samples (0.625 s)
+    assert len(rows) == 7
+    assert rows[0].startswith(f"{manifest_path}\t3\tgood.flac\twarning\tshorter than the minimum: 0.5 s")
+    assert rows[1].startswith(f"{manifest_path}\t3\tgood.flac\twarning\tlength mismatch")
     clean = write_manifest(tmp_path / "clean.tsv", manifest_path.parent / "audio", {"good_16k.wav": 16000})
     assert main([str(clean), "--no-progress"]) == 0
-    assert main([str(tmp_path / "nope.tsv"), "--no-progress"]) == 2
-    assert "manifest not found" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main([str(tmp_path / "nope.tsv"), "--no-progress"]) == 1  # 2 is for usage errors
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nope.tsv'}: manifest not found\n"

@@ -172,14 +172,14 @@ def test_the_launcher_ends_every_rank_with_the_status_of_the_rank_that_ended_the
                                                                                     caplog):
     import torch.multiprocessing
 
-    from sslam_plugin.training.launch import _join_ranks
+    from sslam_plugin.training.processes import join_ranks
 
     monkeypatch.chdir(tmp_path)  # the run folder
     context = torch.multiprocessing.start_processes(_rank_that_ends, args=(status,), nprocs=2, join=False,
                                                     start_method="fork")
     started = time.monotonic()
     with caplog.at_level(logging.WARNING), pytest.raises(SystemExit) as ended:
-        _join_ranks(context, first_rank=0)
+        join_ranks(context, first_rank=0)
     assert ended.value.code == status
     assert time.monotonic() - started < SLACK_S  # torch's own join would wait 30 s for a frozen rank
     assert not any(p.is_alive() for p in context.processes)
@@ -195,13 +195,13 @@ def test_a_resumable_stop_waits_for_a_rank_still_saving(tmp_path, monkeypatch, c
     """Rank 0 still writes the stop's checkpoint when rank 1 has ended with 75: it is waited for, not killed."""
     import torch.multiprocessing
 
-    from sslam_plugin.training.launch import _join_ranks
+    from sslam_plugin.training.processes import join_ranks
 
     monkeypatch.chdir(tmp_path)
     context = torch.multiprocessing.start_processes(_rank_still_saving, args=(str(tmp_path / "saved"),), nprocs=2,
                                                     join=False, start_method="fork")
     with caplog.at_level(logging.WARNING), pytest.raises(SystemExit) as ended:
-        _join_ranks(context, first_rank=0)
+        join_ranks(context, first_rank=0)
     assert ended.value.code == 75
     assert [p.exitcode for p in context.processes] == [75, 75]
     assert (tmp_path / "saved").read_text() == "checkpoint"  # the slow save was not cut short

@@ -7,7 +7,9 @@
 * :mod:`.export_format`: the self-contained export folder (safetensors + JSON).
 * :mod:`.fairseq_layout`: fairseq checkpoints (official or ours) <-> exports.
 * :mod:`.official_layout`: writing checkpoints the public EAT/SSLAM code loads as its own.
-* :mod:`.huggingface`: EAT/SSLAM Hugging Face folders (and hub repository ids) <-> exports.
+* :mod:`.huggingface`: EAT/SSLAM Hugging Face folders <-> exports (:mod:`.huggingface_names`: their
+  parameter names).
+* :mod:`.hub`: Hugging Face hub repository ids given where a path is expected.
 
 A new layout (another hub's folder, say) is one more module converting to and
 from :class:`EncoderExport`, and one more case in :func:`load_any`.
@@ -32,13 +34,8 @@ from .fairseq_layout import (
 )
 from .architecture import infer_encoder_config, infer_frontend
 from .files import load_checkpoint_file
-from .huggingface import (
-    download_hub_repo,
-    is_hf_folder,
-    load_hf_folder,
-    looks_like_hub_repo_id,
-    save_hf_folder,
-)
+from .hub import check_local_path, download_hub_repo, looks_like_hub_repo_id
+from .huggingface import is_hf_folder, load_hf_folder, save_hf_folder
 from .official_layout import official_checkpoint_from_export, pretraining_extras, save_official_checkpoint
 
 __all__ = [
@@ -97,6 +94,7 @@ def load_any(
     """
     if looks_like_hub_repo_id(path):
         path = download_hub_repo(str(path), revision=revision)
+    check_local_path(path)  # a mistyped local path: "no such file or folder", not hub advice
     # checked before is_export: both are folders with a config.json
     if is_hf_folder(path):
         if teacher:

@@ -35,6 +35,7 @@ from ..config_utils import dataclass_from_dict
 from ..data.labels import Label, placeholder_labels, read_label_descriptors
 from ..features import SAMPLE_RATE, FbankConfig
 from ..models.encoder import EncoderConfig
+from ..vocabulary import parse_pooling
 from .errors import CheckpointError, CorruptCheckpointError, list_keys
 from .files import corrupt_error
 
@@ -79,8 +80,7 @@ class HeadConfig:
     def validate(self) -> None:
         if self.num_classes <= 0:
             raise ValueError(f"head.num_classes must be positive, got {self.num_classes}")
-        if self.pooling not in ("cls", "mean"):
-            raise ValueError(f"head.pooling must be 'cls' or 'mean', got {self.pooling!r}")
+        self.pooling = parse_pooling(self.pooling, "head.pooling")
         if self.activation not in ("sigmoid", "softmax"):
             raise ValueError(f"head.activation must be 'sigmoid' or 'softmax', got {self.activation!r}")
 

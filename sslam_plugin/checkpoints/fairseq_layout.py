@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 
-from ..models.classifier import pooling_name
+from ..vocabulary import parse_pooling
 from .architecture import infer_encoder_config, infer_frontend
 from .errors import CheckpointError, UnknownCheckpointError, list_keys
 from ..data.labels import placeholder_labels
@@ -150,7 +150,7 @@ def _head_config(
     cfg = ckpt.get("cfg")
     stated = first_config_value(cfg, ("model", "pooling"), ("model", "prediction_mode")) or "cls"
     try:
-        pooling = pooling_name(stated)
+        pooling = parse_pooling(stated, "model.pooling")
     except ValueError as err:
         raise CheckpointError(f"{source}: {err}") from err
     if activation is None:

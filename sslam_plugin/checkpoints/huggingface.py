@@ -14,20 +14,7 @@ files on GitHub were read to learn the names; none of their code is used here.
     FOLDER/config.json        EATConfig fields (below) + model_type, architectures, auto_map
     FOLDER/model.safetensors  weights, names prefixed "model." (EATModel.model)
 
-Weights, theirs <-> ours (:class:`~sslam_plugin.models.AudioEncoder`):
-
-=====================================  ===============================
-``model.local_encoder.proj.*``          ``patch_embed.proj.*``
-``model.extra_tokens``                  ``cls_token``
-``model.fixed_positional_encoder.positions``  ``pos_embed``
-``model.pre_norm.*``                    ``input_norm.*`` (the LayerNorm after
-                                        the CLS token is prepended; official
-                                        fairseq name ``context_encoder.norm``)
-``model.blocks.N.*``                    ``blocks.N.*`` (same post-norm blocks:
-                                        ``norm1`` after attention, ``norm2``
-                                        after the MLP)
-``model.fc_norm.*``, ``model.head.*``   ``fc_norm.*``, ``head.*`` (fine-tuned only)
-=====================================  ===============================
+Weights: :mod:`.huggingface_names`; hub repository ids: :mod:`.hub`.
 
 Config fields: ``embed_dim`` (width), ``depth``, ``num_heads``, ``patch_size``
 (and ``stride``, equal to it), ``in_chans`` (1), ``mel_bins``, ``max_length``
@@ -53,19 +40,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
-import torch
 
 from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FbankConfig
 from ..models.encoder import EncoderConfig
 from .architecture import check_frontend
-from .errors import CheckpointError, CorruptCheckpointError, UnknownCheckpointError, list_keys
+from .errors import CheckpointError, CorruptCheckpointError
 from ..data.labels import placeholder_labels
 from .export_format import DTYPES, EncoderExport, HeadConfig, Label, check_state, read_label_csv
 from .files import corrupt_error
+from .huggingface_names import CONFIG_FILE, WEIGHTS_FILE, export_state_from_hf, hf_state_from_export
 
 __all__ = [
     "HF_MODEL_TYPE",
@@ -73,10 +59,6 @@ __all__ = [
     "HF_AUTO_MAP",
     "HF_FC_NORM_EPS",
     "is_hf_folder",
-    "looks_like_hub_repo_id",
-    "download_hub_repo",
-    "hf_state_from_export",
-    "export_state_from_hf",
     "hf_config_from_export",
     "load_hf_folder",
     "save_hf_folder",
@@ -90,22 +72,7 @@ HF_AUTO_MAP = {"AutoConfig": "configuration_eat.EATConfig", "AutoModel": "modeli
 # eat_model.py builds fc_norm as nn.LayerNorm(embed_dim): PyTorch's default eps,
 # not the 1e-6 of the encoder's norms and of the official fairseq head.
 HF_FC_NORM_EPS = 1e-5
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-_PREFIX = "model."  # EATModel keeps the network as self.model
-
-# (our AudioEncoder name or prefix, the HF name or prefix inside EATModel.model)
-_ENCODER_NAMES: Tuple[Tuple[str, str], ...] = (
-    ("patch_embed.proj.", "local_encoder.proj."),
-    ("pos_embed", "fixed_positional_encoder.positions"),
-    ("cls_token", "extra_tokens"),
-    ("input_norm.", "pre_norm."),
-    ("blocks.", "blocks."),
-)
-_HEAD_NAMES = ("fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias")
 _PROBLEM_TYPES = {"multi_label_classification": "sigmoid", "single_label_classification": "softmax"}
-_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".json")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 # ------------------------------------------------------------------ detection
@@ -140,85 +107,6 @@ def is_hf_folder(path: Union[str, Path]) -> bool:
     if not isinstance(config, dict):
         return False
     return config.get("model_type") == HF_MODEL_TYPE or HF_ARCHITECTURE in (config.get("architectures") or [])
-
-
-def looks_like_hub_repo_id(path: Union[str, Path]) -> bool:
-    """``owner/name`` that is not a path on this machine (e.g. ``ta012/SSLAM_pretrain``)."""
-    text = str(path)
-    if text.lower().endswith(_FILE_SUFFIXES):  # a mistyped checkpoint path, not a repository
-        return False
-    return bool(_REPO_ID.match(text)) and not os.path.exists(text)
-
-
-def download_hub_repo(repo_id: str, revision: Optional[str] = None) -> Path:
-    """The local snapshot of a hub repository (config.json and model.safetensors), downloaded if needed.
-
-    Raises:
-        CheckpointError: ``huggingface_hub`` is missing, the hub cannot be reached
-            (offline, no network, HF_HUB_OFFLINE=1 without a cached copy) or the
-            repository does not exist; the message names the repository and what to do.
-    """
-    try:
-        import huggingface_hub
-    except ImportError as err:
-        raise CheckpointError(
-            f"{repo_id!r} is not a file or folder here and looks like a Hugging Face repository id, but "
-            "the 'huggingface_hub' package is not installed: pip install huggingface_hub, or download the "
-            "repository's config.json and model.safetensors into a folder and pass that folder"
-        ) from err
-    try:
-        folder = huggingface_hub.snapshot_download(
-            repo_id, revision=revision, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]
-        )
-    except Exception as err:  # offline mode, network errors, unknown or gated repositories
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(
-            f"{repo_id!r} is not a file or folder here, and downloading it from the Hugging Face hub failed "
-            f"({type(err).__name__}: {reason}). Check the repository id and the network (HF_HUB_OFFLINE=1 "
-            f"allows only copies already in the cache), or run `huggingface-cli download {repo_id}` on a "
-            "machine with access and pass the downloaded folder"
-        ) from err
-    logger.info("%s: using the hub snapshot in %s", repo_id, folder)
-    return Path(folder)
-
-
-# ------------------------------------------------------------------ names
-def _rename(name: str, forward: bool) -> str:
-    for ours, theirs in _ENCODER_NAMES:
-        src, dst = (ours, theirs) if forward else (theirs, ours)
-        if name == src or (src.endswith(".") and name.startswith(src)):
-            return dst + name[len(src) :]
-    raise KeyError(name)
-
-
-def hf_state_from_export(export: EncoderExport) -> Dict[str, torch.Tensor]:
-    """The export's weights under the names of ``EATModel`` (``model.`` prefix)."""
-    out = {_PREFIX + _rename(k, True): v for k, v in export.encoder_state.items()}
-    out.update({_PREFIX + k: v for k, v in export.head_state.items()})
-    return out
-
-
-def export_state_from_hf(state: Mapping[str, torch.Tensor], source: str) -> Dict[str, torch.Tensor]:
-    """``EATModel`` weights -> export names (``encoder.*``, ``fc_norm.*``, ``head.*``).
-
-    Names without the ``model.`` prefix (the bare ``EAT`` module saved) are accepted too.
-    """
-    out: Dict[str, torch.Tensor] = {}
-    unknown: List[str] = []
-    for name, value in state.items():
-        inner = name[len(_PREFIX) :] if name.startswith(_PREFIX) else name
-        if inner in _HEAD_NAMES:
-            out[inner] = value
-            continue
-        try:
-            out["encoder." + _rename(inner, False)] = value
-        except KeyError:
-            unknown.append(name)
-    if unknown:
-        raise UnknownCheckpointError(
-            f"{source}: parameter names that are not part of the EAT Hugging Face model: {list_keys(unknown)}"
-        )
-    return out
 
 
 # ------------------------------------------------------------------ reading

@@ -17,9 +17,15 @@ clips/s comes from one run under the same load.
 Without --manifest, CLIPS synthetic clips are written to a temporary folder
 (--sample-rate 44100 --channels 2 includes resampling and down-mixing).
 
+--long-file MINUTES instead times one clip of a MINUTES-long file (--sample-rate,
+--channels, --format), read as training reads it now (only the beginning the
+features use is decoded and resampled) and as it was read before (the whole
+file, then cropped): seconds and peak memory, each in a fresh process.
+
 Usage: sslam-benchmark data [--manifest train.tsv] [--clips 64] [--workers 1 2]
            [--seconds 10] [--sample-rate 16000] [--channels 1] [--format wav]
            [--target-length 1024] [--clone-batch 16]
+       sslam-benchmark data --long-file 30 [--sample-rate 44100] [--channels 2]
 """
 
 from __future__ import annotations
@@ -207,6 +213,52 @@ def run(
     return out
 
 
+def _long_file_read(args: tuple) -> Dict[str, float]:
+    """In a fresh process: (path, target_length, cropped?) -> seconds and peak memory growth (MiB) of one clip."""
+    import resource
+
+    from sslam_plugin.data.manifest import Manifest
+    from sslam_plugin.data.robust import RobustClipReader
+    from sslam_plugin.features import waveform_to_features
+
+    path, target_length, cropped = args
+    torch.set_num_threads(1)
+    fbank = FbankConfig(target_length=target_length)
+    reader = RobustClipReader(Manifest(path=Path(path).parent, root=Path(path).parent, files=[Path(path).name]), fbank)
+    waveform_to_features(torch.zeros(16000), 16000, fbank)  # the first call's allocations are not the file's
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    if cropped:
+        features = reader.features(0)
+    else:  # before: decode all, resample all, fbank all, keep the first target_length frames
+        waveform, rate = load_audio(path)
+        features = waveform_to_features(waveform, rate, fbank)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before  # KiB on Linux
+    assert features.shape == (target_length, fbank.num_mel_bins)
+    return {"seconds": seconds, "peak_mib": peak / 1024}
+
+
+def long_file_benchmark(minutes: float, rate: int, channels: int, fmt: str, target_length: int) -> List[Dict[str, object]]:
+    """One clip of a ``minutes``-long file, read as now (cropped) and as before (whole): rows for a table."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / f"long.{fmt}")
+        rng = np.random.default_rng(0)
+        with sf.SoundFile(path, "w", rate, channels, subtype="PCM_16") as out:
+            total = int(minutes * 60 * rate)
+            for begin in range(0, total, 60 * rate):  # a minute at a time: the file, not this process, is large
+                t = np.arange(begin, min(total, begin + 60 * rate)) / rate
+                clip = (0.3 * np.sin(2 * np.pi * rng.uniform(100, 3000) * t) + 0.05 * rng.standard_normal(len(t)))
+                out.write(np.stack([clip.astype(np.float32)] * channels, axis=1))
+        size = Path(path).stat().st_size / 2**20
+        rows = []
+        for cropped in (True, False):
+            with multiprocessing.get_context("spawn").Pool(1) as pool:  # a fresh process: its own peak
+                result = pool.map(_long_file_read, [(path, target_length, cropped)])[0]
+            rows.append(dict(result, read="first crop (now)" if cropped else "whole file (before)", file_mib=size))
+    return rows
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", type=Path, help="benchmark these clips (the first --clips of them)")
@@ -229,8 +281,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "for reuse); applies to both paths, which share the worker (default: on)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--long-file", type=float, default=None, metavar="MINUTES",
+        help="instead: one clip of a file this long, read now (its beginning) and before (whole)",
+    )
     args = parser.parse_args(argv)
     report = []
+    if args.long_file is not None:
+        if args.long_file <= 0:
+            parser.error("--long-file takes a positive number of minutes")
+        rows = long_file_benchmark(args.long_file, args.sample_rate, args.channels, args.format, args.target_length)
+        print(f"one {args.long_file:g}-minute {args.format} file, {args.sample_rate} Hz, {args.channels} ch "
+              f"({rows[0]['file_mib']:.0f} MiB); target_length {args.target_length}; one torch thread")
+        print(f"{'read':>20} {'seconds':>8} {'peak MiB':>9}")
+        for row in rows:
+            print(f"{row['read']:>20} {row['seconds']:>8.3f} {row['peak_mib']:>9.0f}")
+        if args.json is not None:
+            args.json.write_text(json.dumps(rows, indent=1))
+        return 0
 
     fbank = FbankConfig(target_length=args.target_length)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,33 +1,41 @@
-"""Benchmark pre-training steps on the CPU or a GPU, without fairseq: time, memory, MFU, fast vs plain.
+"""Benchmark pre-training steps on the CPU or a GPU: time, memory, MFU, fast vs plain, through the training code.
 
 For each stage (1: EAT, 2: SSLAM), precision (float32, float16, bfloat16 on
 CUDA; float32 on the CPU) and mode, casts the student as fairseq's trainer does
-(``model.half()`` / ``model.to(bfloat16)``, the teacher stays float32), runs
-forward + backward + optimiser + EMA steps and reports the median step time,
+(``model.half()`` / ``model.to(bfloat16)``, the teacher stays float32) and runs
+forward + backward + the optimiser update + EMA. The update is the one that
+trains: fairseq's optimiser built from the stage's recipe (``eat_stage1``,
+``sslam_stage2``: composite Adam groups, fairseq's ``FP16Optimizer`` with float32
+master weights and a dynamic loss scale for fp16/bf16), stepped as fairseq's
+trainer steps it, with the plugin's fairseq adapter installed
+(:mod:`sslam_plugin.training.optimizer_path`). It reports the median step time,
 peak GPU memory, model FLOPs utilisation and whether every loss and gradient is
 finite. The modes run in the same process on the same batch and the same
 initial weights, so the speed-up is a ratio from one run:
 
-- ``plain``: the straightforward step (boolean-mask indexing, per-parameter
-  EMA loop, ``torch.optim.Adam`` defaults, a finite check per gradient);
+- ``plain``: the straightforward model step (boolean-mask indexing,
+  per-parameter EMA loop) and fairseq's own optimiser code (the adapter's
+  speed replacements off, as with ``SSLAM_FAIRSEQ_SPEEDUPS=0``);
 - ``fast``: ``PretrainingConfig.fast_step`` (index lists built once per step,
-  one host sync, foreach EMA), fused Adam (foreach on the CPU) with the
-  unscale and finite check in one multi-tensor kernel;
+  one host sync, foreach EMA) and the adapter's multi-tensor Adam and
+  mixed-precision bookkeeping;
 - ``compiled``: the fast step with ``compile_modules`` (torch.compile of the
   blocks and decoder, ``--compile-mode``); ``--compile`` adds it to ``--modes``.
 
-The first-step losses of the modes are compared (``first_step_max_rel_diff``).
-MFU = FLOPs counted from the shapes (:mod:`sslam_plugin.models.flops`) / step
-time / the device's peak for the precision: ``--peak-tflops``, else a built-in
-table of dense tensor-core peaks for known GPUs (none for the CPU).
-``--profile DIR`` writes a torch.profiler breakdown of one step per case.
-A case that fails (out of memory, a compiler error) is recorded with its error
-and the others still run; ``--json`` is rewritten after every case, so a run
-stopped part way keeps what it measured.
+``--speedups on|off`` sets the adapter's speed replacements for every mode
+instead (default ``auto``: off for plain, on otherwise). The first-step losses
+of the modes are compared (``first_step_max_rel_diff``). MFU = FLOPs counted
+from the shapes (:mod:`sslam_plugin.models.flops`) / step time / the device's
+peak for the precision: ``--peak-tflops``, else a built-in table of dense
+tensor-core peaks for known GPUs (none for the CPU). ``--profile DIR`` writes a
+torch.profiler breakdown of one step per case. A case that fails (out of
+memory, a compiler error) is recorded with its error and the others still run;
+``--json`` is rewritten after every case, so a run stopped part way keeps what
+it measured.
 
 Usage:
     sslam-benchmark pretraining [--size base|small|tiny] [--batch 12] [--frames 1024]
-        [--steps 5] [--modes plain,fast,compiled] [--dtypes float16,bfloat16]
+        [--steps 5] [--modes plain,fast,compiled] [--dtypes float16,bfloat16] [--speedups auto|on|off]
         [--compile] [--compile-mode default|reduce-overhead|...]
         [--peak-tflops T] [--profile DIR] [--golden DIR] [--json OUT]
 """
@@ -35,21 +43,24 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from sslam_plugin.checkpoints.official_names import pretrainer_from_official
+from sslam_plugin.cli.benchmark_measures import (
+    compare, model_flops_utilisation, peak_tflops, step_shape, teacher_target_errors,
+)
+from sslam_plugin.cli.benchmark_profile import profile_step
 from sslam_plugin.masking import inverse_block_mask
 from sslam_plugin.mixing import MixingConfig
 from sslam_plugin.models import BootstrapPretrainer, DecoderConfig, EncoderConfig, PretrainingConfig
-from sslam_plugin.models.flops import StepShape, step_flops
+from sslam_plugin.models.flops import step_flops
 from sslam_plugin.models.pretraining import COMPILE_MODES
 from sslam_plugin.models.source_retention import SourceRetentionPretrainer
 
@@ -61,38 +72,8 @@ SIZES = {
     "tiny": dict(encoder=dict(embed_dim=192, depth=2, num_heads=3), decoder=dict(dim=192, layers=2)),
 }
 MODES = ("plain", "fast", "compiled")
-
-# Dense (no sparsity) peak TFLOP/s by precision; float32 without TF32, as torch's default for matmuls.
-# Matched against torch.cuda.get_device_name() in order, first substring wins.
-PEAK_TFLOPS: Tuple[Tuple[str, Dict[str, float]], ...] = (
-    ("H200", {"float16": 989.4, "bfloat16": 989.4, "float32": 66.9}),
-    ("H100 PCIe", {"float16": 756.0, "bfloat16": 756.0, "float32": 51.2}),
-    ("H100", {"float16": 989.4, "bfloat16": 989.4, "float32": 66.9}),
-    ("GH200", {"float16": 989.4, "bfloat16": 989.4, "float32": 66.9}),
-    ("A100", {"float16": 312.0, "bfloat16": 312.0, "float32": 19.5}),
-    ("L40S", {"float16": 362.1, "bfloat16": 362.1, "float32": 91.6}),
-    ("A10", {"float16": 125.0, "bfloat16": 125.0, "float32": 31.2}),
-    ("V100", {"float16": 125.0, "float32": 15.7}),
-)
-
-
-def peak_tflops(device_name: str, dtype: torch.dtype, override: Optional[float] = None) -> Optional[float]:
-    """The peak to divide by: ``override``, else the table's entry for this device and precision, else None."""
-    if override is not None:
-        return override
-    key = str(dtype).replace("torch.", "")
-    for name, peaks in PEAK_TFLOPS:
-        if name.lower() in device_name.lower():
-            return peaks.get(key)
-    return None
-
-
-def model_flops_utilisation(flops: float, seconds: float, peak: Optional[float]) -> Optional[float]:
-    """Achieved FLOP/s over the peak (TFLOP/s); None without a peak."""
-    if peak is None or seconds <= 0:
-        return None
-    return flops / seconds / (peak * 1e12)
-
+RECIPES = Path(__file__).resolve().parents[1] / "config" / "pretrain"
+STAGE_RECIPES = {1: "eat_stage1", 2: "sslam_stage2"}
 
 def build(
     size: str, stage: int, device: torch.device, fast: bool = True, compile_modules: bool = False,
@@ -120,44 +101,26 @@ def batch(clips: int, frames: int, clones: int, device: torch.device, dtype: tor
     return fbank, torch.from_numpy(mask).to(device)
 
 
-def step_shape(model: BootstrapPretrainer, clips: int, frames: int, mask: torch.Tensor) -> StepShape:
-    """The sequences one step of ``model`` runs on ``clips`` clips of ``frames`` frames with ``mask``."""
-    rows, cols = model.encoder.patch_grid(frames)
-    patches = rows * cols
-    kept = patches - int(mask[0].sum())
-    copies = mask.shape[0] // clips
-    if not isinstance(model, SourceRetentionPretrainer) or clips < 2:
-        return StepShape(clips, copies, kept, patches, clips)
-    mixing = model.mixing
-    plan = model.plan(clips, frames, torch.Generator().manual_seed(0))
-    mixed = int((~model.unmixed_patches(plan, frames, torch.device("cpu"))[0]).sum())
-    student = 2 * clips if mixing.unmixed_student else clips
-    teacher = 2 * clips if mixing.unmixed_student or mixing.source_retention else clips
-    partner = clips if mixing.source_retention else 0
-    return StepShape(student, copies, kept, patches, teacher, partner, mixed if partner else 0)
+class TrainingStep:
+    """The training code's update around the model: fairseq's optimiser from the stage's recipe, through the adapter."""
 
+    def __init__(self, model: BootstrapPretrainer, stage: int, dtype: torch.dtype, speedups: bool, device: torch.device):
+        from sslam_plugin.training.fairseq_adapter import install
+        from sslam_plugin.training.optimizer_path import build_optimizer, compose_recipe
 
-class _Harness:
-    """The optimiser around the model, as fairseq's FP16 optimizer: fp32 master weights, a loss scale."""
-
-    def __init__(self, model: BootstrapPretrainer, dtype: torch.dtype, fast: bool, device: torch.device):
-        self.model, self.fast = model, fast
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params]
-        if fast:
-            # one multi-tensor kernel for the whole update (fused on CUDA, foreach elsewhere)
-            opts: Dict[str, Any] = {"fused": True} if device.type == "cuda" else {"foreach": True}
-            self.opt = torch.optim.Adam(self.master, lr=1e-5, **opts)
-        else:
-            self.opt = torch.optim.Adam(self.master, lr=1e-5)
-        # fairseq scales fp16 losses; here a fixed scale keeps fp16 gradients in range
-        self.scale = 128.0 if dtype == torch.float16 else 1.0
-        self.device = device
+        self.model, self.speedups, self.device, self._install = model, speedups, device, install
+        install(speedups=speedups)
+        half = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype)
+        overrides = ["task.data=/unused", f"common.fp16={half == 'fp16'}", f"common.bf16={half == 'bf16'}"]
+        cfg = compose_recipe(RECIPES, STAGE_RECIPES[stage], overrides)
+        warmup = cfg.optimizer.groups.default.lr_scheduler.get("warmup_updates") or 0
+        self.optimizer = build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad], num_updates=warmup)
+        self.clip_norm = float(cfg.optimization.clip_norm)
 
     def step(self, fbank: torch.Tensor, mask: torch.Tensor, update: int) -> Tuple[Any, bool]:
         out = self.forward(fbank, mask, update)
         self.backward(out)
-        finite = self.update()
+        finite = self.update(out)
         self.model.ema_step(update)
         return out, finite
 
@@ -167,40 +130,21 @@ class _Harness:
         return self.model(fbank, mask, noise)
 
     def backward(self, out: Any) -> None:
-        total = sum(out.losses.values()) / out.sample_size
-        for p in self.params:
-            p.grad = None
-        (total * self.scale).backward()
+        self.optimizer.backward(sum(out.losses.values()))  # scaled by the loss scale in fp16, as the trainer's
 
-    def update(self) -> bool:
-        """Unscale, check, step the master weights and copy them back; False = skipped (overflow)."""
-        finite = self._unscale_fast() if self.fast else self._unscale_plain()
-        if finite:  # a loss-scaling optimizer skips a step whose gradients overflowed
-            self.opt.step()
-            with torch.no_grad():
-                if self.fast:
-                    torch._foreach_copy_(self.params, self.master)
-                else:
-                    for m, p in zip(self.master, self.params):
-                        p.copy_(m)
+    def update(self, out: Any = None) -> bool:
+        """The trainer's update: gradients over the sample size, clip, step; False = skipped (overflow)."""
+        self._install(speedups=self.speedups)  # the cases take turns: each with its own setting
+        sample_size = 1.0 if out is None else float(out.sample_size)
+        try:
+            self.optimizer.multiply_grads(1.0 / sample_size)
+            self.optimizer.clip_grad_norm(self.clip_norm)
+            self.optimizer.step()
+            finite = True
+        except OverflowError:  # fairseq's loss scaler: the trainer skips the update and lowers the scale
+            finite = False
+        self.optimizer.zero_grad()
         return finite
-
-    def _unscale_plain(self) -> bool:
-        finite = all(torch.isfinite(p.grad).all().item() for p in self.params if p.grad is not None)
-        if finite:
-            for m, p in zip(self.master, self.params):
-                m.grad = None if p.grad is None else p.grad.float() / self.scale
-        return finite
-
-    def _unscale_fast(self) -> bool:
-        pairs = [(m, p) for m, p in zip(self.master, self.params) if p.grad is not None]
-        for m, p in pairs:
-            m.grad = p.grad.float()  # no copy when already float32
-        grads = [m.grad for m, _ in pairs]
-        found_inf = torch.zeros(1, device=self.device)
-        # unscale and finite check in one multi-tensor kernel; the step's one read of a device value
-        torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, torch.full((1,), 1.0 / self.scale, device=self.device))
-        return not bool(found_inf.item())
 
 
 def _sync(device: torch.device) -> None:
@@ -209,13 +153,15 @@ def _sync(device: torch.device) -> None:
 
 
 class Case:
-    """One stage, precision and mode: a model, its optimiser harness, a batch and its measurements."""
+    """One stage, precision and mode: a model, the training's update around it, a batch and its measurements."""
 
     def __init__(self, size: str, stage: int, dtype: torch.dtype, mode: str, args: argparse.Namespace, device: torch.device):
         self.size, self.stage, self.dtype, self.args, self.device = size, stage, dtype, args, device
         self.mode = mode
         self.compiled = mode == "compiled"
         self.fast = mode in ("fast", "compiled")
+        speedups = getattr(args, "speedups", "auto")
+        self.speedups = self.fast if speedups == "auto" else speedups == "on"
         self.error: Optional[str] = None
         self.times: List[float] = []
         self.updates = 0
@@ -230,7 +176,7 @@ class Case:
                           compile_mode=args.compile_mode)
             self.model = model.to(dtype)  # as fairseq's --fp16 / --bf16: the teacher stays float32
             self.model.train()
-            self.harness = _Harness(self.model, dtype, self.fast, device)
+            self.harness = TrainingStep(self.model, stage, dtype, self.speedups, device)
             self.fbank, self.mask = batch(args.batch, args.frames, self.model.cfg.clone_batch, device, dtype)
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: recorded, the other cases run
             self.fail(exc)
@@ -247,7 +193,11 @@ class Case:
     def fail(self, exc: BaseException) -> None:
         self.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         logger.error("stage %d %s %s failed: %s", self.stage, self.dtype, self.mode, self.error)
-        self.model = self.harness = None  # type: ignore[assignment]  # free its memory for the next case
+        self.release()
+
+    def release(self) -> None:
+        """Drop the model and optimiser state, so that the next case's peak memory is its own."""
+        self.model = self.harness = None  # type: ignore[assignment]
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -285,6 +235,7 @@ class Case:
             "stage": self.stage,
             "dtype": str(self.dtype).replace("torch.", ""),
             "mode": self.mode,
+            "fairseq_speedups": self.speedups,
             "clips": args.batch,
             "frames": args.frames,
             "step_ms": round(1000 * seconds, 1),
@@ -338,99 +289,10 @@ def run_cases(cases: List[Case], steps: int, interleave: bool, profile_dir: Opti
                 result["profile_error"] = f"{type(exc).__name__}: {exc}"
         results.append(result)
         if not interleave:
-            _release(case)
-    if interleave:
-        for case in cases:
-            _release(case)
+            case.release()
+    for case in cases if interleave else []:
+        case.release()
     return results
-
-
-def _release(case: Case) -> None:
-    """Drop a finished case's model and optimiser state so the next case's peak memory is its own."""
-    case.model = case.harness = None  # type: ignore[assignment]
-    if case.device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-# ------------------------------------------------------------------ profiling
-_REGIONS = {
-    # attribute path on the pretrainer -> region name
-    "encoder.contextualize": "student encoder",
-    "encoder.embed": "patch embedding",
-    "decoder.forward": "decoder",
-    "teacher_layers": "teacher",
-    "partner_layers": "teacher (partner pass)",
-    "patch_targets": "targets",
-    "utterance_targets": "targets",
-    "bootstrap_losses": "losses",
-    "index_mask": "mask index",
-    "mix": "mixing",
-}
-
-
-@contextlib.contextmanager
-def _labelled(model: BootstrapPretrainer) -> Iterator[None]:
-    """Wrap the step's parts in ``record_function`` ranges (instance attributes, removed after)."""
-    patched: List[Tuple[Any, str]] = []
-    for path, label in _REGIONS.items():
-        owner_path, _, name = path.rpartition(".")
-        owner = model
-        for part in filter(None, owner_path.split(".")):
-            owner = getattr(owner, part)
-        if not hasattr(owner, name):
-            continue
-        original: Callable = getattr(owner, name)
-
-        def wrapped(*a, _f=original, _label=label, **k):
-            with torch.profiler.record_function(_label):
-                return _f(*a, **k)
-
-        setattr(owner, name, wrapped)
-        patched.append((owner, name))
-    try:
-        yield
-    finally:
-        for owner, name in patched:
-            delattr(owner, name)
-
-
-def profile_step(
-    harness: _Harness, fbank: torch.Tensor, mask: torch.Tensor, update: int, device: torch.device,
-    out_dir: Path, case: Dict[str, Any],
-) -> Dict[str, Dict[str, float]]:
-    """Profile one step; per region, milliseconds of CPU time and of device kernels (CUDA).
-
-    Writes the profiler's top-operator table to ``out_dir``.
-    """
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    model = harness.model
-    with _labelled(model), profile(activities=activities) as prof:
-        with record_function("step"):
-            with record_function("forward"):
-                out = harness.forward(fbank, mask, update)
-            with record_function("backward"):
-                harness.backward(out)
-            with record_function("optimizer"):
-                harness.update()
-            with record_function("ema"):
-                model.ema_step(update)
-        _sync(device)
-    names = {"step", "forward", "backward", "optimizer", "ema"} | set(_REGIONS.values())
-    regions: Dict[str, Dict[str, float]] = {}
-    for event in prof.key_averages():
-        if event.key in names:
-            regions[event.key] = {
-                "cpu_ms": round(event.cpu_time_total / 1000, 2),
-                "device_ms": round(getattr(event, "device_time_total", 0.0) / 1000, 2),
-                "calls": event.count,
-            }
-    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"profile_stage{case['stage']}_{case['dtype']}_{case['mode']}.txt"
-    (out_dir / name).write_text(prof.key_averages().table(sort_by=sort, row_limit=30))
-    return regions
 
 
 def golden_check(golden: Path, device: torch.device) -> Dict[str, float]:
@@ -447,27 +309,6 @@ def golden_check(golden: Path, device: torch.device) -> Dict[str, float]:
     return out
 
 
-@torch.no_grad()
-def teacher_target_error(model: BootstrapPretrainer, fbank: torch.Tensor, dtype: torch.dtype) -> Dict[str, float]:
-    """How far the teacher's targets move when its forward runs under ``dtype`` autocast.
-
-    Training runs the float32 teacher under autocast in the student's precision
-    (``BootstrapPretrainer.teacher_layers``); this compares the patch and
-    utterance targets of that pass with a float32 pass on the same clips, as
-    ``||low - ref|| / ||ref||``.
-    """
-    ref_layers = model.teacher_layers(fbank.float())
-    low_layers = model.teacher_layers(fbank.to(dtype))
-    ref_patch, low_patch = model.patch_targets(ref_layers), model.patch_targets(low_layers)
-    ref_utt = model.utterance_targets(ref_layers, ref_patch)
-    low_utt = model.utterance_targets(low_layers, low_patch)
-
-    def relative(low: torch.Tensor, ref: torch.Tensor) -> float:
-        return float((low.float() - ref.float()).norm() / ref.float().norm())
-
-    return {"patch": relative(low_patch, ref_patch), "utterance": relative(low_utt, ref_utt)}
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="base")
@@ -478,6 +319,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--modes", default="plain,fast",
         help="comma-separated: plain (the straightforward step), fast, compiled (fast + torch.compile)",
+    )
+    parser.add_argument(
+        "--speedups", choices=("auto", "on", "off"), default="auto",
+        help="the fairseq adapter's speed replacements (SSLAM_FAIRSEQ_SPEEDUPS): auto = off for plain, on otherwise",
     )
     parser.add_argument("--compile", action="store_true", help="add the compiled mode to --modes")
     parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="default", help="torch.compile mode")
@@ -514,13 +359,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results["golden_max_abs_diff"] = golden_check(args.golden, device)
         print(json.dumps({"golden_max_abs_diff": results["golden_max_abs_diff"]}), flush=True)
     if args.teacher_accuracy:
-        model = build(args.size, 1, device)
-        fbank = torch.randn(args.batch, 1, args.frames, 128, generator=torch.Generator().manual_seed(0)).to(device)
-        low = [torch.float16, torch.bfloat16] if device.type == "cuda" else [torch.bfloat16]
-        results["teacher_target_rel_error"] = {str(d).replace("torch.", ""): teacher_target_error(model, fbank, d)
-                                               for d in low}
-        print(json.dumps({"teacher_target_rel_error": results["teacher_target_rel_error"]}), flush=True)
-        del model
+        errors = teacher_target_errors(build(args.size, 1, device), args.batch, args.frames, device)
+        results["teacher_target_rel_error"] = errors
+        print(json.dumps({"teacher_target_rel_error": errors}), flush=True)
     results["cases"] = []
     interleave = device.type == "cpu" if args.interleave is None else args.interleave
     for stage in [int(x) for x in args.stages.split(",")]:
@@ -550,28 +391,6 @@ def _write(path: Optional[Path], results: Dict[str, Any]) -> None:
         path.write_text(json.dumps(results, indent=1))
 
 
-def _paired_speedup(plain: List[float], fast: List[float]) -> Optional[float]:
-    """Median over steps of plain / fast step time (meaningful when the modes took turns)."""
-    if not plain or len(plain) != len(fast):
-        return None
-    return round(float(np.median([p / f for p, f in zip(plain, fast)])), 3)
-
-
-def compare(plain: Dict[str, Any], fast: Dict[str, Any]) -> Dict[str, Any]:
-    """Speed-up and first-step loss agreement of the two modes of one case."""
-    diffs = [
-        abs(fast["first_step_losses_per_patch"][k] - v) / max(abs(v), 1e-12)
-        for k, v in plain["first_step_losses_per_patch"].items()
-    ]
-    return {
-        "stage": plain["stage"],
-        "dtype": plain["dtype"],
-        "compare": f"{fast['mode']} vs plain",
-        "speedup": round(plain["step_ms"] / fast["step_ms"], 3),
-        "speedup_paired_median": _paired_speedup(plain["step_ms_all"], fast["step_ms_all"]),
-        "first_step_max_rel_diff": max(diffs) if diffs else 0.0,
-        "same_loss_names": sorted(plain["first_step_losses_per_patch"]) == sorted(fast["first_step_losses_per_patch"]),
-    }
 
 
 if __name__ == "__main__":

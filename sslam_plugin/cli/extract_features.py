@@ -31,7 +31,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -42,8 +42,9 @@ from sslam_plugin.data.robust import failure_reason
 from sslam_plugin.data.scan import AUDIO_EXTENSIONS
 from sslam_plugin.checkpoints import DTYPES, CheckpointError
 from sslam_plugin.features import FbankConfig
-from sslam_plugin.inference import GRANULARITIES, ClipFeatures, ClipWindows, clip_windows, load_encoder
+from sslam_plugin.inference import ClipFeatures, ClipWindows, clip_windows, load_encoder
 from sslam_plugin.progress import progress_bar
+from sslam_plugin.vocabulary import GRANULARITIES, parse_granularity, parse_pooling
 
 logger = logging.getLogger("extract_features")
 
@@ -184,16 +185,28 @@ def check_settings(out_dir: Path, settings: Dict[str, object], overwrite: bool) 
 
 
 # -------------------------------------------------------------------- main
+def _word(parse: Callable[[str, str], str], option: str) -> Callable[[str], str]:
+    """An argparse ``type`` for one of the vocabulary's words (old names mapped, others refused alike)."""
+
+    def convert(text: str) -> str:
+        try:
+            return parse(text, option)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return convert
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="export folder or fairseq checkpoint")
     parser.add_argument("input", type=Path, help="audio file, folder, or manifest (.tsv)")
     parser.add_argument("output_dir", type=Path)
-    parser.add_argument("--granularity", choices=GRANULARITIES + ("frame",), default="patch",
-                        help="patch, utterance, all or time ('frame' is the old name of 'patch')")
+    parser.add_argument("--granularity", type=_word(parse_granularity, "--granularity"), default="patch",
+                        help=f"{', '.join(GRANULARITIES)} ('frame' is the old name of 'patch')")
     parser.add_argument(
-        "--utterance-pooling", choices=("cls", "mean"), default="cls",
-        help="utterance vector: the CLS token, or the mean of the patch tokens",
+        "--utterance-pooling", type=_word(parse_pooling, "--utterance-pooling"), default="cls",
+        help="utterance vector: cls (the CLS token) or mean (of the patch tokens)",
     )
     parser.add_argument("--long-clips", choices=("crop", "windows"), default="crop",
                         help="clips longer than target_length: crop, or encode consecutive windows")
@@ -216,8 +229,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.granularity == "frame":  # its name before 0.2
-        args.granularity = "patch"
     if args.granularity == "all" and args.long_clips == "windows":
         print("error: --granularity all (CLS + patches) is per window; with --long-clips windows use "
               "patch, time or utterance", file=sys.stderr)

@@ -27,9 +27,9 @@ import torch
 
 from sslam_plugin.data.manifest import ManifestError, read_manifest
 from sslam_plugin.data.robust import RobustClipReader
-from sslam_plugin.features import AUDIOSET_MEAN, AUDIOSET_STD, FbankConfig
+from sslam_plugin.features import FbankConfig
 from sslam_plugin.masking import inverse_block_mask, mask_rng
-from sslam_plugin.mixing import MixingConfig
+from sslam_plugin.mixing import OPERATIONS, PARTNERS, WINDOW_MODES, WINDOW_SAMPLERS, MixingConfig
 from sslam_plugin.models import DecoderConfig, EncoderConfig, PretrainingConfig
 from sslam_plugin.models.source_retention import MixingPlan, SourceRetentionPretrainer
 from sslam_plugin.randomness import batch_seed, seeded_generator
@@ -77,7 +77,7 @@ def mixture_panels(
         clone_batch=1,
         average_top_k_layers=1,
     )
-    model = SourceRetentionPretrainer(tiny, mixing)
+    model = SourceRetentionPretrainer(tiny, mixing, fbank)
     # the fairseq model's per-batch mixing stream (training/model.py): batch seed, stream 1 + mixing.seed
     generator = seeded_generator(batch_seed(seed, epoch, list(indices)), 1 + mixing.seed)
     plan = model.plan(len(indices), fbank.target_length, generator)
@@ -143,20 +143,25 @@ def draw_mixture(panels: MixturePanels, output: Path) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fbank, mixing = FbankConfig(), MixingConfig()  # the defaults are the owners' (the paper recipe's)
     parser.add_argument("manifest", type=Path, help="a manifest (.tsv) of clips")
     parser.add_argument("-o", "--output", type=Path, default=Path("mixture.png"))
     parser.add_argument("--clips", type=int, default=4, help="the first N clips form the batch")
     parser.add_argument("--indices", type=int, nargs="+", default=None, help="these manifest lines (0-based) instead")
-    parser.add_argument("--target-length", type=int, default=1024, help="task.target_length (frames)")
-    parser.add_argument("--norm-mean", type=float, default=AUDIOSET_MEAN)
-    parser.add_argument("--norm-std", type=float, default=AUDIOSET_STD)
-    parser.add_argument("--window-frames", type=int, default=240, help="model.mixing.unmixed_window_frames")
-    parser.add_argument("--num-windows", type=int, default=2, help="model.mixing.num_unmixed_windows")
-    parser.add_argument("--operation", default="max", choices=("max", "mean"))
-    parser.add_argument("--partner", default="previous", choices=("previous", "derangement"))
-    parser.add_argument("--windows-per", default="batch", choices=("batch", "clip"))
-    parser.add_argument("--window-sampler", default="public", choices=("public", "uniform"))
-    parser.add_argument("--mixing-seed", type=int, default=1, help="model.mixing.seed")
+    parser.add_argument("--target-length", type=int, default=fbank.target_length, help="task.target_length (frames)")
+    parser.add_argument("--norm-mean", type=float, default=fbank.norm_mean, help="task.norm_mean")
+    parser.add_argument("--norm-std", type=float, default=fbank.norm_std, help="task.norm_std")
+    parser.add_argument(
+        "--window-frames", type=int, default=mixing.unmixed_window_frames, help="model.mixing.unmixed_window_frames"
+    )
+    parser.add_argument(
+        "--num-windows", type=int, default=mixing.num_unmixed_windows, help="model.mixing.num_unmixed_windows"
+    )
+    parser.add_argument("--operation", default=mixing.operation, choices=OPERATIONS)
+    parser.add_argument("--partner", default=mixing.partner, choices=PARTNERS)
+    parser.add_argument("--windows-per", default=mixing.windows_per, choices=WINDOW_MODES)
+    parser.add_argument("--window-sampler", default=mixing.window_sampler, choices=WINDOW_SAMPLERS)
+    parser.add_argument("--mixing-seed", type=int, default=mixing.seed, help="model.mixing.seed")
     parser.add_argument("--seed", type=int, default=1, help="common.seed (masks and the batch's draws)")
     parser.add_argument("--epoch", type=int, default=1)
     parser.add_argument("--mask-ratio", type=float, default=0.8)
@@ -169,7 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     mixing = MixingConfig(
         enabled=True, num_unmixed_windows=args.num_windows, unmixed_window_frames=args.window_frames,
         operation=args.operation, partner=args.partner, windows_per=args.windows_per,
-        window_sampler=args.window_sampler, seed=args.mixing_seed, norm_mean=args.norm_mean, norm_std=args.norm_std,
+        window_sampler=args.window_sampler, seed=args.mixing_seed,
     )
     try:
         fbank = FbankConfig(target_length=args.target_length, norm_mean=args.norm_mean, norm_std=args.norm_std)

@@ -12,12 +12,20 @@ classification run's ``loss``), ``pred_var`` with ``target_var`` (a fall
 towards 0 signals collapse), the learning rate, any ``--keys``, and the
 validation results of fine-tuning and linear evaluation (loss, mAP, accuracy).
 Several runs share the panels, one colour each.
+
+fairseq logs one ``train_inner`` line every ``common.log_interval`` updates: a
+run shorter than that (the demo recipes log every 10) has nothing to plot, and
+the command says to lower it (``common.log_interval=1``).
+
+Exit status: 0, 1 when a log cannot be read or holds nothing to plot, 2 for a
+usage error.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -162,6 +170,46 @@ def plot_training_logs(
     return [p.title for p in panels]
 
 
+_UPDATE_MENTIONS = re.compile(r"num_updates[= ](\d+)|@ (\d+) updates")
+
+
+def run_log_settings(log_path: Path) -> Dict[str, object]:
+    """``common.log_interval`` and ``common.log_format`` of the run, from hydra's ``.hydra/config.yaml`` beside the log."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((log_path.parent / ".hydra" / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    common = config.get("common") or {}
+    return {k: common[k] for k in ("log_interval", "log_format") if k in common}
+
+
+def updates_done(log_path: Path) -> Optional[int]:
+    """The last update any line of the log mentions (validation, checkpoint, epoch summary), if any."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return None
+    found = [int(a or b) for a, b in _UPDATE_MENTIONS.findall(text)]
+    return max(found) if found else None
+
+
+def too_short_advice(log: TrainingLog) -> str:
+    """Why a log has fewer than two train_inner lines, and what to change."""
+    settings = run_log_settings(log.path)
+    interval, fmt = settings.get("log_interval"), settings.get("log_format")
+    done = updates_done(log.path)
+    every = f"common.log_interval={interval}" if interval is not None else "common.log_interval"
+    if fmt == "tqdm":
+        return "common.log_format=tqdm only updates a progress bar; run with common.log_format=simple (or json)"
+    ran = f"the run logged {done} updates and " if done is not None else ""
+    return (
+        f"{ran}fairseq writes one train_inner line every {every} updates (with common.log_format simple or json); "
+        "for a short run, lower it, e.g. common.log_interval=1"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (holding hydra_train.log) or log files")
@@ -183,15 +231,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             log = read_training_log(find_training_log(run))
         except FileNotFoundError as err:
             print(f"error: {err}", file=sys.stderr)
-            return 2
-        if not log.train:
-            print(
-                f"error: {log.path}: no train_inner lines. fairseq writes one every common.log_interval updates "
-                "with common.log_format=simple or json (the recipes' setting; tqdm, its default on a terminal, "
-                "only updates a progress bar), once the first interval is done",
-                file=sys.stderr,
-            )
             return 1
+        if not log.train:
+            print(f"error: {log.path}: no train_inner lines to plot: {too_short_advice(log)}", file=sys.stderr)
+            return 1
+        if len(log.updates) < 2:
+            print(f"note: {log.path}: one logged update draws a dot, not a curve: {too_short_advice(log)}")
         logs.append(log)
     if args.labels and len(args.labels) != len(logs):
         print(f"error: {len(args.labels)} --labels for {len(logs)} runs", file=sys.stderr)

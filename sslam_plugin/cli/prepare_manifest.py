@@ -12,6 +12,9 @@ that are missing, empty, unreadable, hold no samples or fall outside
 clip's split depends only on (--seed, its relative path): the same on every
 run and for any --jobs, and unchanged when files are added later.
 
+Exit status: 0, 1 when the audio folder is missing or the manifests exist
+(without --force), 2 for a usage error.
+
 Usage: sslam-prepare-manifest AUDIO_DIR --dest DIR [--ext wav,flac,ogg,mp3]
            [--valid-percent 0.01] [--seed 42] [--jobs N] [--min-seconds S] [--max-seconds S] [--force]
 """
@@ -69,9 +72,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             force=args.force,
             show_progress=not args.no_progress,
         )
-    except (FileExistsError, FileNotFoundError, ValueError) as err:
+    except ValueError as err:  # arguments that do not fit together
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (FileExistsError, FileNotFoundError) as err:  # the folders: a missing audio folder, manifests already there
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(report.summary())
     return 0
 

@@ -27,7 +27,14 @@ multirun mode, whose numbered sweep folders break "the same command resumes
 the run", and it requeues without waiting for the checkpoint.
 
 ``--cluster local`` runs the same job as a local subprocess (no SLURM), and
-``--cluster debug`` in this process: both are for trying a command first.
+``--cluster debug`` in this process: both are for trying a command first, and
+only run when asked: without SLURM (no ``sbatch``) and without ``--cluster``,
+the command stops with an error instead of training on this machine (a login
+node, most likely). With ``--wait``, a job that fails is reported by its last
+error line and the path of its log.
+
+Exit status: 0, 1 when the job cannot be submitted or (``--wait``) failed, 2 for
+a usage error.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,7 +54,6 @@ from typing import Any, Dict, List, Optional, Sequence
 import submitit
 import yaml
 
-from sslam_plugin.training.watchdog import WATCHDOG_EXIT_STATUS
 
 logger = logging.getLogger("submit_slurm")
 
@@ -96,6 +104,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         # its own process group, so that checkpoint() can reach every rank
         self._process = subprocess.Popen(self.command, cwd=self.cwd, env=env, start_new_session=True)
         returncode = self._process.wait()
+        from sslam_plugin.training.watchdog import WATCHDOG_EXIT_STATUS  # imports fairseq: in the job only
         if returncode == RESUMABLE_EXIT_STATUS:
             # A stop signal that reached the ranks but not submitit's handler (a
             # preemption's SIGTERM): SLURM requeues or ends this job itself.
@@ -129,6 +138,8 @@ def requeue_after_stall(environ: Dict[str, str]) -> None:
     job was not requeued (outside SLURM, the limit reached, scontrol failed)
     or SLURM did not end it within ``REQUEUE_WAIT_S``.
     """
+    from sslam_plugin.training.watchdog import WATCHDOG_EXIT_STATUS  # imports fairseq: in the job only
+
     job_id = environ.get("SLURM_JOB_ID")
     restarts = int(environ.get("SLURM_RESTART_COUNT", "0") or 0)
     if not job_id:
@@ -152,9 +163,9 @@ def requeue_after_stall(environ: Dict[str, str]) -> None:
 
 
 def build_command(config_dir: str, config_name: str, job_dir: Path, world_size: int, overrides: Sequence[str]) -> List[str]:
-    train = str(Path(sys.executable).parent / "fairseq-hydra-train")
+    # sslam-train: fairseq-hydra-train that honours a stop signal arriving while fairseq imports
     return [
-        train,
+        sys.executable, "-m", "sslam_plugin.cli.train",
         "--config-dir", str(Path(config_dir).resolve()),
         "--config-name", config_name,
         f"hydra.run.dir={job_dir.resolve() / 'run'}",
@@ -197,7 +208,44 @@ def executor_parameters(args: argparse.Namespace) -> Dict[str, Any]:
     return {RUN_CONFIG_KEYS[k]: v for k, v in settings.items()}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def slurm_available() -> bool:
+    """Whether jobs can be submitted to SLURM from here (``sbatch`` on PATH)."""
+    return shutil.which("sbatch") is not None
+
+
+_ERROR_LINE = re.compile(r"\berror\b|Error\b|Exception\b|exited with", re.IGNORECASE)
+# hydra's wrapping around the cause: never the line to show
+_HYDRA_HINTS = ("HYDRA_FULL_ERROR", "Error executing job with overrides", "Traceback")
+
+
+def last_error_line(log_text: str) -> Optional[str]:
+    """The child's last line that reads as an error, before submitit's own report of the failure."""
+    lines = [line.strip() for line in log_text.splitlines()]
+    for i, line in enumerate(lines):  # submitit appends its traceback of the job function: not the cause
+        if "submitit ERROR" in line:
+            lines = lines[:i]
+            break
+    candidates = [line for line in lines if _ERROR_LINE.search(line) and not any(h in line for h in _HYDRA_HINTS)]
+    if candidates:
+        return candidates[-1]
+    rest = [line for line in lines if line]
+    return rest[-1] if rest else None
+
+
+def job_failure(job: Any) -> str:
+    """One line for a failed job: its last error line and where its log is."""
+    paths = [Path(job.paths.stderr), Path(job.paths.stdout)]
+    text = ""
+    for path in paths:
+        try:
+            text += path.read_text(errors="replace") + "\n"
+        except OSError:
+            pass
+    line = last_error_line(text) or "no error line in its log"
+    return f"job {job.job_id} failed: {line} (log: {paths[0]})"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides: List[str] = []
     if "--" in argv:
@@ -208,7 +256,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--config-name", required=True)
     parser.add_argument("--job-dir", type=Path, required=True, help="run and log folder")
     parser.add_argument("--run-config", help="cluster settings (YAML, e.g. config/run_config/slurm_1x4.yaml)")
-    parser.add_argument("--cluster", choices=["slurm", "local", "debug"], default=None, help="default: slurm if available")
+    parser.add_argument(
+        "--cluster", choices=["slurm", "local", "debug"], default=None,
+        help="slurm (the default; needs sbatch), local (a subprocess on this machine) or debug (in this process)",
+    )
     parser.add_argument("--nodes", type=int)
     parser.add_argument("--gpus-per-node", dest="gpus_per_node", type=int)
     parser.add_argument("--cpus-per-task", dest="cpus_per_task", type=int)
@@ -229,24 +280,47 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         params = executor_parameters(args)
+    except (OSError, yaml.YAMLError) as err:
+        print(f"error: {args.run_config}: cannot read the run config ({err}); pass a YAML file of cluster "
+              "settings such as config/run_config/slurm_1x4.yaml", file=sys.stderr)
+        return 1
     except (ValueError, argparse.ArgumentTypeError) as err:
         parser.error(str(err))
 
+    cluster = args.cluster or "slurm"
+    if cluster == "slurm" and not slurm_available():
+        print(
+            "error: SLURM is not available here (no sbatch on PATH); run this on a SLURM login node, or pass "
+            "--cluster local to train on this machine",
+            file=sys.stderr,
+        )
+        return 1
+
     job_dir = args.job_dir.resolve()
     max_timeouts = params.pop("slurm_max_num_timeout", 3)  # an executor setting, not a job parameter
-    executor = submitit.AutoExecutor(folder=job_dir / "submitit", cluster=args.cluster, slurm_max_num_timeout=max_timeouts)
+    executor = submitit.AutoExecutor(folder=job_dir / "submitit", cluster=cluster, slurm_max_num_timeout=max_timeouts)
     if executor.cluster != "slurm":
         params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
     executor.update_parameters(**params)
     world_size = params["nodes"] * max(params["gpus_per_node"], 1)
     command = build_command(args.config_dir, args.config_name, job_dir, world_size, overrides)
-    job = executor.submit(TrainJob(command, cwd=os.getcwd()))
+    try:
+        job = executor.submit(TrainJob(command, cwd=os.getcwd()))
+    except Exception as err:  # sbatch refused the job (a wrong partition, account or limit)
+        detail = " ".join(str(err).split())
+        print(f"error: the job could not be submitted: {detail}", file=sys.stderr)
+        return 1
     logger.info("submitted job %s (%s): %s", job.job_id, executor.cluster, " ".join(command))
     logger.info("logs: %s  run: %s", job_dir / "submitit", job_dir / "run")
     if args.wait:
-        job.result()
+        try:
+            job.result()
+        except Exception:  # submitit's FailedJobError / UncompletedJobError: a traceback about job.stderr(0)
+            print(f"error: {job_failure(job)}", file=sys.stderr)
+            return 1
         logger.info("job %s finished", job.job_id)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

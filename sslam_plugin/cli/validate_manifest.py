@@ -6,10 +6,13 @@ one 25 ms window long, the header's length equal to the manifest's; with
 checked against their {split}.lbl, label_descriptors.csv and
 {split}_weights.csv when those lie beside them. Sample rates and channel
 counts are tallied (training resamples and averages them, so they only
-inform).
+inform). Clips shorter than --min-sample-size samples at 16 kHz (pre-training's
+task.min_sample_size, 10000 = 0.625 s in the recipes; compared after
+resampling, the same for every rate) are warned about: pre-training leaves
+them out. The rates read are kept in {split}.rates for that filter.
 
-Exit status: 0 when no errors were found (warnings allowed), 1 otherwise,
-2 when a manifest cannot be read at all.
+Exit status: 0 when no errors were found (warnings allowed), 1 otherwise
+(a manifest that cannot be read included), 2 for a usage error.
 
 Usage: sslam-validate-manifest MANIFEST.tsv [...] [--decode] [--jobs N]
            [--max-clips N] [--report problems.tsv]
@@ -27,6 +30,8 @@ from sslam_plugin.data.manifest import ManifestError
 from sslam_plugin.data.parallel import default_jobs
 from sslam_plugin.data.validate import validate_manifest
 
+DEFAULT_MIN_SAMPLES = 10000  # task.min_sample_size of the pre-training recipes (config/pretrain/_base.yaml)
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,6 +42,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--report", type=Path, help="write every problem here: manifest, line, path, severity, reason")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--show", type=int, default=10, help="problems printed per manifest")
+    parser.add_argument(
+        "--min-sample-size", type=int, default=DEFAULT_MIN_SAMPLES, metavar="N",
+        help="warn about clips shorter than N samples at 16 kHz, which pre-training leaves out: your recipe's "
+        f"task.min_sample_size (default {DEFAULT_MIN_SAMPLES}, the recipes' value; 0: no check)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
@@ -46,11 +56,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             report = validate_manifest(
                 path, decode=args.decode, jobs=max(1, args.jobs), max_clips=args.max_clips,
-                show_progress=not args.no_progress,
+                show_progress=not args.no_progress, min_samples=max(0, args.min_sample_size),
             )
         except ManifestError as err:
             print(f"error: {err}", file=sys.stderr)
-            status = 2
+            status = 1
             continue
         print(report.summary())
         for problem in report.problems[: args.show]:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
 
-__all__ = ["Label", "placeholder_labels", "are_placeholders", "LabelSet", "read_label_descriptors", "read_clip_labels", "clip_id", "labels_for_files", "multi_hot"]
+__all__ = ["Label", "placeholder_labels", "are_placeholders", "LabelSet", "read_label_descriptors", "read_clip_labels", "clip_id", "path_clip_id", "clip_label_key", "labels_for_files", "multi_hot"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -104,10 +106,32 @@ def read_label_descriptors(path: Union[str, Path]) -> LabelSet:
     return LabelSet.from_ids([rows[i][0] for i in range(len(rows))], [rows[i][1] for i in range(len(rows))])
 
 
+# The one clip-id rule of .lbl files (written by the converters, read by training, evaluation and
+# validation): a clip is named by its file name without folder or extension, or, where file names
+# repeat across folders, by its relative path without extension. Readers try the path first.
+
+
+def path_clip_id(relative_path: str) -> str:
+    """Manifest entry -> its relative path without extension (``yes/0a7c.wav`` -> ``yes/0a7c``):
+    the clip id where file names repeat across folders."""
+    path = relative_path.replace("\\", "/")
+    folder, _, name = path.rpartition("/")
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return f"{folder}/{stem}" if folder else stem
+
+
 def clip_id(relative_path: str) -> str:
-    """Manifest entry -> clip id (file name without folder or extension)."""
-    name = relative_path.replace("\\", "/").rsplit("/", 1)[-1]
-    return name.rsplit(".", 1)[0] if "." in name else name
+    """Manifest entry -> clip id (file name without folder or extension: ``yes/0a7c.wav`` -> ``0a7c``)."""
+    return path_clip_id(relative_path).rsplit("/", 1)[-1]
+
+
+def clip_label_key(relative_path: str, by_clip: Mapping[str, T]) -> Optional[str]:
+    """The key of ``by_clip`` (clip id -> labels) naming a manifest entry: its :func:`path_clip_id`,
+    else its :func:`clip_id`; None when neither is there."""
+    for key in (path_clip_id(relative_path), clip_id(relative_path)):
+        if key in by_clip:
+            return key
+    return None
 
 
 def labels_for_files(files: Sequence[str], by_clip: Dict[str, List[int]], source: str) -> List[List[int]]:
@@ -118,12 +142,10 @@ def labels_for_files(files: Sequence[str], by_clip: Dict[str, List[int]], source
     out: List[List[int]] = []
     missing: List[str] = []
     for rel in files:
-        norm = rel.replace("\\", "/")
-        path_id = norm.rsplit(".", 1)[0] if "." in norm.rsplit("/", 1)[-1] else norm
-        labels = by_clip.get(path_id, by_clip.get(clip_id(rel)))
-        if labels is None:
+        key = clip_label_key(rel, by_clip)
+        if key is None:
             missing.append(rel)
-        out.append(labels or [])
+        out.append(by_clip[key] if key is not None else [])
     if missing:
         raise ValueError(f"{source}: {len(missing)} clips have no labels (first: {missing[0]!r})")
     return out

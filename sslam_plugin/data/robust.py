@@ -21,6 +21,16 @@ another channel count (stereo, 5.1)                      not an error: channels 
 another sample format (8-bit, 24-bit, float)             not an error: decoded to float in [-1, 1]
 =======================================================  ==========================================
 
+Of a clip longer than twice what the features use (``target_length`` frames),
+only that beginning is decoded and resampled (:func:`crop_read_frames`): a
+30-minute file costs what its first 10.24 s cost. The resampled samples are
+those of the whole file, bit for bit; the features differ from the whole
+file's only by float round-off of the mean removal (the crop's mean instead of
+the file's; the fbank removes each frame's mean anyway). Shorter clips are read
+whole, so their features are exactly what they always were. A waveform
+``transform`` (the fine-tuning roll, which moves the end of a clip to its
+start) needs the whole clip, which is then read.
+
 "Substitute" means: the item is built from another clip, chosen
 deterministically from (seed, index, attempt), so a rerun or a resumed run
 sees the same data; the item carries a record of what failed
@@ -36,17 +46,33 @@ features instead, and reports the failure the same way.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
-from ..features import FbankConfig, WaveformTransform, normalize_fbank, waveform_to_features
+from ..features import (
+    SAMPLE_RATE,
+    FbankConfig,
+    WaveformTransform,
+    normalize_fbank,
+    resample_to,
+    waveform_to_features,
+)
 from .audio import AudioLoadError, load_audio
 from .manifest import Manifest, ManifestError
 
-__all__ = ["ClipFailure", "ClipRead", "RobustClipReader", "preflight_check", "failure_reason"]
+__all__ = [
+    "ClipFailure",
+    "ClipRead",
+    "RobustClipReader",
+    "crop_read_frames",
+    "crop_samples",
+    "preflight_check",
+    "failure_reason",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +104,30 @@ class ClipRead:
     @property
     def substituted(self) -> bool:
         return bool(self.failures)
+
+
+def crop_samples(cfg: FbankConfig) -> int:
+    """16 kHz samples that give exactly ``cfg.target_length`` fbank frames: all the features look at."""
+    window = int(SAMPLE_RATE * cfg.frame_length_ms / 1000)
+    shift = int(SAMPLE_RATE * cfg.frame_shift_ms / 1000)
+    return (cfg.target_length - 1) * shift + window
+
+
+def crop_read_frames(samples: int, sample_rate: int) -> int:
+    """Samples at ``sample_rate`` to read so that resampling them gives the first ``samples`` 16 kHz samples
+    exactly as resampling the whole file would.
+
+    The resampler's output ``t`` depends on the input samples within its sinc
+    filter around ``t * rate / 16000`` (:mod:`sslam_plugin.features`: 6 zero
+    crossings of the lower rate on each side); reading a margin of twice that
+    past the last needed input keeps the cut from touching any output we keep.
+    """
+    if sample_rate == SAMPLE_RATE:
+        return samples
+    gcd = math.gcd(sample_rate, SAMPLE_RATE)
+    orig, new = sample_rate // gcd, SAMPLE_RATE // gcd
+    filter_width = math.ceil(6 * orig / (0.99 * min(orig, new)))  # torchaudio's default sinc filter, in samples
+    return -(-samples // new) * orig + 2 * (filter_width + orig)
 
 
 def failure_reason(err: Exception, path: str) -> str:
@@ -128,7 +178,18 @@ class RobustClipReader:
         (:func:`~sslam_plugin.features.waveform_to_features`).
         """
         path = self.manifest.full_path(index)
-        waveform, sample_rate = load_audio(path)  # (time,) mono at the file's rate
+        keep = crop_samples(self.fbank)
+        limits: List[Optional[int]] = []
+
+        def limit(rate: int, frames: int) -> Optional[int]:
+            # a transform (the fine-tuning roll) reaches the whole clip; else a long clip is read as far as used
+            needed = crop_read_frames(keep, rate)
+            limits.append(needed if transform is None and frames > 2 * needed else None)
+            return limits[-1]
+
+        waveform, sample_rate = load_audio(path, limit)  # (time,) mono at the file's rate
+        if limits and limits[0] is not None:  # cut after resampling: the kept samples are the whole file's
+            waveform, sample_rate = resample_to(waveform, sample_rate)[:keep], SAMPLE_RATE
         try:
             return waveform_to_features(waveform, sample_rate, self.fbank, transform)
         except ValueError as err:  # e.g. shorter than one analysis window

@@ -8,7 +8,11 @@ one 25 ms analysis window, NaN/Inf samples or decoding failures (with
 unknown labels or a weight count that does not match.
 
 Warnings: a header whose length differs from the manifest's count (the file
-changed since the manifest was written). Sample rates and channel counts are
+changed since the manifest was written); with ``min_samples``, a clip shorter
+than that many samples at 16 kHz, which pre-training leaves out
+(``task.min_sample_size``, compared after resampling, the same for every rate).
+The rates read are kept in ``{split}.rates`` for the training's length filter
+(:mod:`sslam_plugin.data.manifest`). Sample rates and channel counts are
 tallied in the summary: training resamples to 16 kHz and averages channels,
 so a mixture is not an error.
 """
@@ -25,8 +29,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..features import SAMPLE_RATE
-from .audio import AudioLoadError, load_audio
-from .manifest import Manifest, read_manifest
+from .audio import EMPTY_FILE, NOT_FOUND, AudioLoadError, load_audio
+from .manifest import Manifest, read_manifest, read_sample_rates, samples_at_16k, write_sample_rates
 from .parallel import parallel_map
 from .scan import AudioHeader, probe_header, reason_category
 
@@ -80,18 +84,26 @@ class ValidationReport:
         return line
 
 
-def check_clip(args: Tuple[str, int, bool]) -> Tuple[Optional[AudioHeader], List[Tuple[str, str]]]:
-    """Check one clip: (full path, manifest sample count, decode?) -> (header, [(severity, reason)]).
+def check_clip(args: Tuple[str, int, bool, int]) -> Tuple[Optional[AudioHeader], List[Tuple[str, str]]]:
+    """Check one clip: (full path, manifest sample count, decode?, min samples at 16 kHz) -> (header, [(severity, reason)]).
 
     Never raises (it runs in worker processes).
     """
-    path, expected, decode = args
+    path, expected, decode, min_samples = args
     header = probe_header(path)
     if isinstance(header, str):
         return None, [("error", header)]
     problems: List[Tuple[str, str]] = []
     if header.seconds < MIN_SECONDS:
         problems.append(("error", f"too short: {header.num_samples} samples, under one 25 ms analysis window"))
+    elif samples_at_16k(header.num_samples, header.sample_rate) < min_samples:
+        seconds = header.seconds
+        problems.append((
+            "warning",
+            f"shorter than the minimum: {seconds:.3g} s ({samples_at_16k(header.num_samples, header.sample_rate)} "
+            f"samples at 16 kHz) < task.min_sample_size={min_samples} ({min_samples / SAMPLE_RATE:.3g} s); "
+            "pre-training leaves it out",
+        ))
     if header.num_samples != expected:
         problems.append(
             ("warning", f"length mismatch: the manifest says {expected} samples, the header {header.num_samples}")
@@ -104,7 +116,7 @@ def check_clip(args: Tuple[str, int, bool]) -> Tuple[Optional[AudioHeader], List
             text = text[len(path) + 2 :] if text.startswith(f"{path}: ") else text
             if "NaN or Inf" in text:
                 text = f"non-finite samples: {text}"
-            elif not text.startswith(("file not found", "file holds no samples")):
+            elif not text.startswith((NOT_FOUND, EMPTY_FILE, "file holds no samples")):
                 text = f"undecodable: {text}"
             problems.append(("error", text))
         except Exception as err:  # a worker must report, not die
@@ -163,11 +175,14 @@ def validate_manifest(
     jobs: int = 1,
     max_clips: Optional[int] = None,
     show_progress: bool = False,
+    min_samples: int = 0,
 ) -> ValidationReport:
     """Check every clip of a manifest (or ``max_clips`` spread evenly over it).
 
     ``decode=True`` also decodes each clip (finds NaN/Inf and corrupt data
-    past the header; slower). Raises ManifestError for an unreadable manifest.
+    past the header; slower). ``min_samples``: warn about clips shorter than
+    this many samples at 16 kHz (pre-training's ``task.min_sample_size``).
+    Raises ManifestError for an unreadable manifest.
     """
     manifest = read_manifest(path)
     report = ValidationReport(manifest=manifest.path, root=manifest.root, clips=len(manifest))
@@ -175,8 +190,8 @@ def validate_manifest(
         report.problems.append(ClipProblem(1, str(manifest.root), "error", "missing: the audio root does not exist"))
         return report
     indices = _even_subset(len(manifest), max_clips)
-    tasks: Sequence[Tuple[str, int, bool]] = [
-        (str(manifest.full_path(i)), manifest.num_samples[i], decode) for i in indices
+    tasks: Sequence[Tuple[str, int, bool, int]] = [
+        (str(manifest.full_path(i)), manifest.num_samples[i], decode, min_samples) for i in indices
     ]
     results = parallel_map(check_clip, tasks, jobs=jobs, desc="checking clips", show_progress=show_progress)
     for i, (header, problems) in zip(indices, results):
@@ -188,4 +203,16 @@ def validate_manifest(
         for severity, reason in problems:
             report.problems.append(ClipProblem(i + 2, manifest.files[i], severity, reason))
     _check_labels(manifest, report)
+    _keep_sample_rates(manifest, indices, results)
     return report
+
+
+def _keep_sample_rates(manifest: Manifest, indices: Sequence[int], results: Sequence[Tuple[Optional[AudioHeader], list]]) -> None:
+    """Add the rates just read to ``{split}.rates``, so that training's length filter need not read them again."""
+    rates = read_sample_rates(manifest.path)
+    before = dict(rates)
+    for i, (header, _) in zip(indices, results):
+        if header is not None:
+            rates[(manifest.files[i], manifest.num_samples[i])] = header.sample_rate
+    if rates != before:
+        write_sample_rates(manifest.path, [(rel, n, rate) for (rel, n), rate in rates.items()])

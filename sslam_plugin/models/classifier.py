@@ -10,26 +10,14 @@ from typing import Dict, Optional, Set, Tuple
 import torch
 import torch.nn as nn
 
+from ..vocabulary import parse_pooling
 from .encoder import AudioEncoder, EncoderConfig
 
-__all__ = ["POOLINGS", "pooling_name", "pool", "classify", "AudioClassifier"]
-
-POOLINGS = ("cls", "mean")  # the CLS token; the mean of the patch tokens
-# Official fine-tuned checkpoints (and this package's configs before 0.2) name them so.
-_OFFICIAL_POOLINGS = {"CLS_TOKEN": "cls", "MEAN_POOLING": "mean"}
-
-
-def pooling_name(value: str) -> str:
-    """``"cls"`` or ``"mean"`` from this package's or the official name (``CLS_TOKEN``, ``MEAN_POOLING``)."""
-    name = str(value).rsplit(".", 1)[-1]  # "PredictionMode.CLS_TOKEN" in some official configs
-    name = _OFFICIAL_POOLINGS.get(name.upper(), name.lower())
-    if name not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS} (or CLS_TOKEN / MEAN_POOLING), got {value!r}")
-    return name
+__all__ = ["pool", "classify", "AudioClassifier"]
 
 
 def pool(tokens: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(N, 1 + L, D) tokens, CLS first -> (N, D) clip embeddings."""
+    """(N, 1 + L, D) tokens, CLS first -> (N, D) clip embeddings (``pooling``: see :mod:`sslam_plugin.vocabulary`)."""
     return tokens[:, 0] if pooling == "cls" else tokens[:, 1:].mean(dim=1)
 
 
@@ -73,7 +61,7 @@ class AudioClassifier(nn.Module):
         frozen_encoder_eval_mode: bool = True,
     ):
         super().__init__()
-        pooling = pooling_name(pooling)
+        pooling = parse_pooling(pooling)
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.pooling = pooling

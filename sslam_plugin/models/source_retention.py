@@ -29,6 +29,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
+from ..features import FbankConfig
 from ..mixing import (
     MixingConfig,
     fit_window_rows,
@@ -81,10 +82,13 @@ def source_retention_targets(
 
 
 class SourceRetentionPretrainer(BootstrapPretrainer):
-    def __init__(self, cfg: PretrainingConfig, mixing: MixingConfig):
+    def __init__(self, cfg: PretrainingConfig, mixing: MixingConfig, fbank: Optional[FbankConfig] = None):
+        """``fbank``: the front end the inputs come from (its normalisation is what the
+        ``mean`` mixing undoes); default :class:`FbankConfig` (AudioSet statistics)."""
         super().__init__(cfg)
         mixing.validate(cfg.encoder.patch_size)
         self.mixing = mixing
+        self.fbank = fbank if fbank is not None else FbankConfig()
         # Used only when a caller passes no generator; the fairseq model derives
         # one per batch (see ``sslam_plugin.randomness``), so nothing here needs
         # saving or depends on the process.
@@ -118,7 +122,7 @@ class SourceRetentionPretrainer(BootstrapPretrainer):
         unmixed = unmixed_frames(plan.windows.to(fbank.device), plan.window_frames, fbank.shape[2])
         partners = fbank[plan.partners.to(fbank.device)]
         return partial_mix(
-            fbank, partners, unmixed, self.mixing.operation, self.mixing.norm_mean, self.mixing.norm_std
+            fbank, partners, unmixed, self.mixing.operation, self.fbank.norm_mean, self.fbank.norm_std
         )
 
     # ----------------------------------------------------------------- teacher

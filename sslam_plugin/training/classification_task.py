@@ -19,8 +19,9 @@ from omegaconf import MISSING, OmegaConf, open_dict
 from ..data import LabelSet, read_label_descriptors
 from ..data.labelled import LabelledClips, load_labelled_split
 from ..data.workers import worker_init_fn
-from ..features import AUDIOSET_MEAN, AUDIOSET_STD
+from ..features import FbankSettings
 from .resume import resolve_launch_path
+from .launch_options import LaunchOptions
 from .task import FbankTask, RelaunchOptions
 
 logger = logging.getLogger(__name__)
@@ -65,12 +66,9 @@ class LabelledFbankDataset(FairseqDataset):
 
 
 @dataclass
-class ClassificationTaskConfig(RelaunchOptions):
+class ClassificationTaskConfig(RelaunchOptions, LaunchOptions, FbankSettings):
+    # the front end's task.* settings (target_length, num_mel_bins, norm_mean, norm_std) come from FbankSettings
     data: str = field(default=MISSING, metadata={"help": "folder with {split}.tsv, {split}.lbl, label_descriptors.csv"})
-    target_length: int = field(default=1024, metadata={"help": "frames per clip after padding/cropping"})
-    num_mel_bins: int = field(default=128, metadata={"help": "mel bins"})
-    norm_mean: float = field(default=AUDIOSET_MEAN, metadata={"help": "log-mel mean of the dataset"})
-    norm_std: float = field(default=AUDIOSET_STD, metadata={"help": "log-mel std of the dataset"})
     multilabel: bool = field(default=True, metadata={"help": "true: sigmoid/BCE and mAP; false: softmax/CE and accuracy"})
     roll_aug: bool = field(
         default=False,

@@ -17,19 +17,18 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
-from omegaconf import OmegaConf
 
 from ..augment import AugmentationPolicy
 from ..checkpoints.official_names import finetuned_from_official, finetuned_to_official
-from ..config_utils import dataclass_from_dict
+from ..config_utils import as_config
 from ..checkpoints import load_any
 from ..checkpoints.export_format import EncoderExport
 from ..data.labels import are_placeholders
-from ..models.classifier import AudioClassifier, pooling_name
+from ..models.classifier import AudioClassifier
 from ..models.encoder import EncoderConfig
-from .model import assign_parameter_groups
+from ..vocabulary import parse_pooling
+from .model import WeightDecayOptions, assign_parameter_groups
 from .resume import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ __all__ = ["ClassifierModelConfig", "SSLAMClassifierModel"]
 
 
 @dataclass
-class ClassifierModelConfig(FairseqDataclass):
+class ClassifierModelConfig(WeightDecayOptions):
     model_path: Optional[str] = field(
         default=None,
         metadata={"help": "pre-trained or fine-tuned checkpoint (this plugin's or official); None = random init"},
@@ -74,13 +73,6 @@ class ClassifierModelConfig(FairseqDataclass):
         metadata={
             "help": "also scale the front end (patch embedding, CLS token, input norm) by layer_decay^(D + 1), "
             "as BEiT does; the official fine-tuning leaves it at 1, so paper recipes keep this off"
-        },
-    )
-    exempt_norms_biases_from_decay: bool = field(
-        default=False,
-        metadata={
-            "help": "train norms, biases and the CLS token without weight decay (what the official code "
-            "meant; its runs decayed every parameter, so paper recipes keep this off)"
         },
     )
     mixup_alpha: float = field(default=0.0, metadata={"help": "mixup Beta(alpha, alpha); 0 = off"})
@@ -134,10 +126,7 @@ class SSLAMClassifierModel(BaseFairseqModel):
         if cfg.prediction_mode is not None:
             logger.warning("model.prediction_mode=%s is now model.pooling", cfg.prediction_mode)
             pooling = cfg.prediction_mode
-        try:
-            pooling = pooling_name(pooling)
-        except ValueError as err:
-            raise ValueError(f"model.pooling: {err}") from err
+        pooling = parse_pooling(pooling, "model.pooling")
         self.cfg = cfg
         self.classifier = AudioClassifier(
             encoder_cfg,
@@ -167,12 +156,13 @@ class SSLAMClassifierModel(BaseFairseqModel):
 
     @classmethod
     def build_model(cls, cfg: ClassifierModelConfig, task=None) -> "SSLAMClassifierModel":
+        cfg = as_config(cfg, ClassifierModelConfig)
         if not 0.0 <= cfg.drop_path_rate < 1.0:
             raise ValueError(f"model.drop_path_rate must be in [0, 1), got {cfg.drop_path_rate}")
         if not 0.0 < cfg.layer_decay <= 1.0:
             raise ValueError(f"model.layer_decay must be in (0, 1], got {cfg.layer_decay}")
         start = None
-        encoder_cfg = dataclass_from_dict(EncoderConfig, _as_dict(cfg.encoder))
+        encoder_cfg = cfg.encoder
         if cfg.model_path:
             start = load_any(resolve_model_path(cfg.model_path), trust=cfg.trust_checkpoint, teacher=cfg.use_teacher)
             encoder_cfg = start.encoder  # the task records it in the run's config (checkpoints are self-contained)
@@ -230,9 +220,3 @@ class SSLAMClassifierModel(BaseFairseqModel):
         internal = {"encoder." + k: v for k, v in encoder.items()}
         internal.update(head)
         return self.classifier.load_state_dict(internal, strict=strict)
-
-
-def _as_dict(cfg: Any) -> Dict[str, Any]:
-    if OmegaConf.is_config(cfg):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)

@@ -12,13 +12,13 @@ from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
+from ..vocabulary import LEGACY_NAMES, current_name
+
 __all__ = ["SSLAMWeightedLossesConfig", "SSLAMWeightedLossesCriterion"]
 
 logger = logging.getLogger(__name__)
 
 AVERAGED_LOGS_KEY = "_batches"
-# Loss terms renamed in 0.2 ("frame" meant the patch-level loss); the old names still load.
-RENAMED_TERMS = {"frame": "patch", "frame_mixed": "patch_mixed"}
 
 
 @dataclass
@@ -53,10 +53,10 @@ class SSLAMWeightedLossesCriterion(FairseqCriterion):
     def __init__(self, cfg: SSLAMWeightedLossesConfig, task):
         super().__init__(task)
         self.loss_weights = dict(cfg.loss_weights)
-        for old, new in RENAMED_TERMS.items():
-            if old in self.loss_weights:
-                logger.warning("criterion.loss_weights.%s is now criterion.loss_weights.%s", old, new)
-                self.loss_weights.setdefault(new, self.loss_weights.pop(old))
+        for old in [name for name in self.loss_weights if name in LEGACY_NAMES["loss_term"]]:
+            # loss terms renamed in 0.2; the old names still load
+            new = current_name("loss_term", old, f"criterion.loss_weights.{old}")
+            self.loss_weights.setdefault(new, self.loss_weights.pop(old))
         self.log_keys = list(cfg.log_keys)
 
     def forward(self, model, sample, reduce: bool = True):

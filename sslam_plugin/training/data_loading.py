@@ -11,8 +11,11 @@ exits aborts it ("terminate called without an active exception").
 
 The tasks close the previous iterator of a dataset when they hand out a new
 one, and the launcher closes every live iterator when training returns. This
-touches fairseq's and PyTorch's iterator internals, so it lives here alone and
-``tests/test_data_loading.py`` checks that the workers and threads are gone.
+touches fairseq's and PyTorch's iterator internals, so it lives here alone: a
+field that is not where it should be raises an error naming it (never a
+silent no-op), the fairseq code that defines them is pinned
+(:mod:`.fairseq_adapter.pins`), and ``tests/test_data_loading.py`` checks that
+the workers and threads are gone.
 """
 
 from __future__ import annotations
@@ -43,24 +46,40 @@ def close_all_batch_iterators() -> None:
 
 def close_batch_iterator(epoch_itr: Any) -> None:
     """Stop the prefetch thread and shut down the DataLoader workers of a fairseq ``EpochBatchIterator``."""
-    for counting in (getattr(epoch_itr, "_cur_epoch_itr", None), getattr(epoch_itr, "_next_epoch_itr", None)):
-        source = getattr(counting, "_itr", None)
-        if source is not None and hasattr(source, "_consumer"):  # fairseq's BufferedIterator
+    from fairseq.data.iterators import BufferedIterator, CountingIterator
+
+    for counting in (_field(epoch_itr, "_cur_epoch_itr"), _field(epoch_itr, "_next_epoch_itr")):
+        if counting is None:
+            continue
+        source = _field(counting, "_itr") if isinstance(counting, CountingIterator) else None
+        if isinstance(source, BufferedIterator):
             _stop_prefetch_thread(source)
-            source = source._iterable
+            source = _field(source, "_iterable")
         _shutdown_workers(source)
-    _shutdown_workers(getattr(epoch_itr, "dataloader", None))
+    _shutdown_workers(_field(epoch_itr, "dataloader"))
     _LIVE.pop(id(epoch_itr), None)
 
 
+def _field(owner: Any, name: str) -> Any:
+    """``owner.name``, a private field of fairseq or PyTorch; its absence is an error, not a no-op."""
+    try:
+        return getattr(owner, name)
+    except AttributeError:
+        raise AttributeError(
+            f"{type(owner).__module__}.{type(owner).__name__} has no field {name!r} any more: the installed "
+            "fairseq or PyTorch changed; review sslam_plugin.training.data_loading"
+        ) from None
+
+
 def _stop_prefetch_thread(buffered: Any) -> None:
-    consumer = buffered._consumer
+    consumer = _field(buffered, "_consumer")
     if consumer is None:
         return
+    _field(consumer, "_max_len")
     consumer._max_len = 0  # leave after the batch in hand (it puts a sentinel then)
     while consumer.is_alive():
         try:  # make room: the thread may be blocked on a full queue
-            buffered._queue.get(timeout=0.05)
+            _field(buffered, "_queue").get(timeout=0.05)
         except queue.Empty:
             pass
     consumer.join()
@@ -68,10 +87,10 @@ def _stop_prefetch_thread(buffered: Any) -> None:
 
 
 def _shutdown_workers(source: Any) -> None:
-    """``source``: a DataLoader (its persistent iterator) or a DataLoader iterator."""
-    iterator: Optional[Iterator[Any]] = getattr(source, "_iterator", None)  # a DataLoader: its persistent iterator
-    if iterator is None:
-        iterator = source
-    shutdown = getattr(iterator, "_shutdown_workers", None)
-    if shutdown is not None:
-        shutdown()
+    """``source``: a DataLoader (its persistent iterator), a DataLoader iterator, or None."""
+    from torch.utils.data import DataLoader
+    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+
+    iterator: Optional[Iterator[Any]] = _field(source, "_iterator") if isinstance(source, DataLoader) else source
+    if isinstance(iterator, _MultiProcessingDataLoaderIter):  # the iterator that has worker processes
+        _field(iterator, "_shutdown_workers")()

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 import torch
 from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
-from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoints.official_names import TEACHER_UPDATES_KEY, pretrainer_from_official, pretrainer_to_official
-from ..config_utils import dataclass_from_dict
+from ..config_utils import as_config
+from ..features import FbankConfig
 from ..mixing import MixingConfig
 from ..models.ema import ema_decay_at
 from ..models.pretraining import BootstrapPretrainer, PretrainingConfig
@@ -28,16 +28,15 @@ from ..randomness import seeded_generator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SSLAMPretrainingModelConfig", "SSLAMPretrainingModel", "NO_WEIGHT_DECAY_GROUP", "assign_parameter_groups"]
+__all__ = ["WeightDecayOptions", "SSLAMPretrainingModelConfig", "SSLAMPretrainingModel", "NO_WEIGHT_DECAY_GROUP", "assign_parameter_groups"]
 
 NO_WEIGHT_DECAY_GROUP = "no_weight_decay"
 
 
 @dataclass
-class SSLAMPretrainingModelConfig(FairseqDataclass, PretrainingConfig):
-    mixing: MixingConfig = field(
-        default_factory=MixingConfig, metadata={"help": "SSLAM stage 2 (partial mixtures, SRL) when enabled"}
-    )
+class WeightDecayOptions(FairseqDataclass):
+    """The weight-decay switch both registered models take (``model.exempt_norms_biases_from_decay``)."""
+
     exempt_norms_biases_from_decay: bool = field(
         default=False,
         metadata={
@@ -47,8 +46,11 @@ class SSLAMPretrainingModelConfig(FairseqDataclass, PretrainingConfig):
     )
 
 
-def _as_dict(cfg: Any) -> Dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg.__dict__)
+@dataclass
+class SSLAMPretrainingModelConfig(WeightDecayOptions, PretrainingConfig):
+    mixing: MixingConfig = field(
+        default_factory=MixingConfig, metadata={"help": "SSLAM stage 2 (partial mixtures, SRL) when enabled"}
+    )
 
 
 def assign_parameter_groups(module: torch.nn.Module, no_decay: set) -> None:
@@ -67,11 +69,16 @@ def assign_parameter_groups(module: torch.nn.Module, no_decay: set) -> None:
 @register_model("sslam_pretraining", dataclass=SSLAMPretrainingModelConfig)
 class SSLAMPretrainingModel(BaseFairseqModel):
     def __init__(
-        self, cfg: PretrainingConfig, mixing: Optional[MixingConfig] = None, exempt_norms_biases_from_decay: bool = False
+        self,
+        cfg: PretrainingConfig,
+        mixing: Optional[MixingConfig] = None,
+        exempt_norms_biases_from_decay: bool = False,
+        fbank: Optional[FbankConfig] = None,
     ):
+        """``fbank``: the task's front end (the ``mean`` mixing undoes its normalisation)."""
         super().__init__()
         if mixing is not None and mixing.enabled:
-            self.pretrainer: BootstrapPretrainer = SourceRetentionPretrainer(cfg, mixing)
+            self.pretrainer: BootstrapPretrainer = SourceRetentionPretrainer(cfg, mixing, fbank)
         else:
             self.pretrainer = BootstrapPretrainer(cfg)
         self.num_updates = 0
@@ -83,13 +90,9 @@ class SSLAMPretrainingModel(BaseFairseqModel):
 
     @classmethod
     def build_model(cls, cfg: SSLAMPretrainingModelConfig, task=None) -> "SSLAMPretrainingModel":
-        data = _as_dict(cfg)
-        core = dataclass_from_dict(PretrainingConfig, data)
-        mixing = dataclass_from_dict(MixingConfig, data.get("mixing", {}))
-        if task is not None and hasattr(task.cfg, "norm_mean"):
-            # the mean-of-power mixture needs the task's normalisation constants
-            mixing = replace(mixing, norm_mean=task.cfg.norm_mean, norm_std=task.cfg.norm_std)
-        return cls(core, mixing, bool(data.get("exempt_norms_biases_from_decay", False)))
+        cfg = as_config(cfg, SSLAMPretrainingModelConfig)  # a PretrainingConfig holding a MixingConfig
+        fbank_config = getattr(task, "fbank_config", None)  # the pre-training task's front end
+        return cls(cfg, cfg.mixing, cfg.exempt_norms_biases_from_decay, fbank_config() if fbank_config else None)
 
     def forward(
         self, source: torch.Tensor, mask: torch.Tensor, batch_seed: Optional[int] = None, **unused

@@ -15,7 +15,9 @@ launch there is nothing to save (and a checkpoint at update 1 would become the
 run's resume point), so a Ctrl-C then stops at once. A terminal sends SIGINT to every
 process of the job and the launcher forwards it too, so presses closer than
 ``INTERRUPT_REPEAT_S`` count as one. Once the stop's checkpoint is saved, a further
-Ctrl-C is ignored: the run ends with exit status 75 all the same. A stop signal
+Ctrl-C is ignored: the run ends with exit status 75 all the same. The launcher of
+spawned ranks never stops on a Ctrl-C itself (:func:`record_launcher_interrupt`): it
+passes each press on and ends with its ranks' status, 75 once they saved. A stop signal
 during start-up, before training (after hydra started the plugin's launcher),
 ends the launch at once with exit status 75 and a log line
 (:func:`stop_during_start_up`).
@@ -32,7 +34,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
@@ -43,9 +45,12 @@ __all__ = [
     "STOP_SIGNALS",
     "record_signal",
     "record_interrupt",
+    "record_launcher_interrupt",
+    "interrupted_again",
     "INTERRUPT_REPEAT_S",
     "stop_on_signals",
     "stop_during_start_up",
+    "stop_before_training",
     "stop_requested",
     "requested_signal",
     "validate_and_save",
@@ -69,6 +74,7 @@ _requested: Optional[str] = None
 _first_interrupt: Optional[float] = None
 _training = False  # this process finished an update of this launch (validate_and_save ran)
 _saved = False  # this process saved the checkpoint of a requested stop
+_interrupted_again = False  # the launcher got a second Ctrl-C (the ranks stop at once unless saved)
 INTERRUPT_REPEAT_S = 0.5  # SIGINTs closer than this are one Ctrl-C (the terminal's and the launcher's copy)
 
 
@@ -85,23 +91,47 @@ def record_signal(signum: int, frame: Any = None) -> None:
         logger.warning("%s received: saving a checkpoint and stopping after the current update", _requested)
 
 
-def record_interrupt(signum: int = signal.SIGINT, frame: Any = None, launcher: bool = False) -> None:
-    """SIGINT handler: the first Ctrl-C stops after the current update with a checkpoint, the next at once.
+def record_launcher_interrupt(signum: int = signal.SIGINT, frame: Any = None) -> None:
+    """SIGINT in the launcher of spawned ranks, which trains nothing itself: the ranks decide.
 
-    ``launcher``: called by the process that started the ranks, which trains
-    nothing itself: it never stops at the first press, the ranks decide.
+    It has passed the press on already; the first is recorded (the launcher
+    then ends with exit status 75 once the ranks saved), a later one only noted
+    (:func:`interrupted_again`): the launcher goes on waiting for its ranks, so
+    a Ctrl-C after their save cannot end it by SIGINT instead of 75.
     """
+    global _requested, _first_interrupt, _interrupted_again
+    now = time.monotonic()
+    if _first_interrupt is not None and now - _first_interrupt < INTERRUPT_REPEAT_S:
+        return  # the same press, delivered twice (by the terminal and by the launcher)
+    if _requested is None:
+        _requested, _first_interrupt = "SIGINT", now
+        logger.warning("Ctrl-C: the ranks save a checkpoint after the current update and stop "
+                       "(Ctrl-C again to stop them at once, without saving)")
+        return
+    _interrupted_again, _first_interrupt = True, now
+    logger.warning("Ctrl-C again: the ranks stop at once unless their checkpoint is saved already; "
+                   "waiting for them to end")
+
+
+def interrupted_again() -> bool:
+    """Whether the launcher got a second Ctrl-C (:func:`record_launcher_interrupt`)."""
+    return _interrupted_again
+
+
+def record_interrupt(signum: int = signal.SIGINT, frame: Any = None) -> None:
+    """SIGINT handler of a training process: the first Ctrl-C stops after the current update with a
+    checkpoint, the next at once."""
     global _requested, _first_interrupt
     now = time.monotonic()
     if _first_interrupt is not None and now - _first_interrupt < INTERRUPT_REPEAT_S:
         return  # the same press, delivered twice (by the terminal and by the launcher)
-    if _saved and not launcher:
+    if _saved:
         # Stopping "at once" now would only cut the few lines of teardown left, and end the
         # process by SIGINT instead of the resumable status of a run whose checkpoint is saved.
         logger.warning("Ctrl-C again: the checkpoint is saved already, the run is ending (exit status %d: the "
                        "same command resumes)", RESUMABLE_EXIT_STATUS)
         return
-    if _requested is None and not (_training or launcher):
+    if _requested is None and not _training:
         logger.warning("Ctrl-C before the first update: stopping now, there is nothing to save yet")
     elif _requested is None:
         _requested, _first_interrupt = "SIGINT", now
@@ -114,7 +144,7 @@ def record_interrupt(signum: int = signal.SIGINT, frame: Any = None, launcher: b
     raise KeyboardInterrupt
 
 
-def _stop_before_training(signum: int, frame: Any = None) -> None:
+def stop_before_training(signum: int, frame: Any = None) -> None:
     """Handler while the launch starts up: nothing to save yet, so stop now, resumable."""
     logger.warning(
         "%s during start-up, before training: stopping now, there is nothing to save yet (exit status %d: the "
@@ -133,7 +163,7 @@ def stop_during_start_up() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in STOP_SIGNALS:
-        signal.signal(sig, _stop_before_training)
+        signal.signal(sig, stop_before_training)
 
 
 def stop_on_signals() -> None:
@@ -161,11 +191,16 @@ def stop_requested(trainer: Any) -> bool:
     return bool(flag.item())
 
 
-def validate_and_save(cfg, trainer, task, epoch_itr, valid_subsets: List[str], end_of_epoch: bool):
-    """fairseq's end-of-update step (validate, save, decide to stop), plus stopping on a signal."""
-    from fairseq import checkpoint_utils
+def validate_and_save(
+    fairseq_validate_and_save: Callable[..., Any], cfg, trainer, task, epoch_itr, valid_subsets: List[str],
+    end_of_epoch: bool,
+):
+    """fairseq's end-of-update step (validate, save, decide to stop), plus stopping on a signal.
 
-    from .fairseq_compat import original
+    ``fairseq_validate_and_save``: fairseq's own step, run when no stop is requested
+    (the adapter passes it: :mod:`.fairseq_adapter`).
+    """
+    from fairseq import checkpoint_utils
 
     global _training, _saved
     _training = True
@@ -173,7 +208,7 @@ def validate_and_save(cfg, trainer, task, epoch_itr, valid_subsets: List[str], e
     # The all-reduce in stop_requested is watched: a frozen peer blocks it.
     if not stop_requested(trainer):
         with watchdog.paused():  # validation and saving may take long
-            return original("validate_and_save")(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch)
+            return fairseq_validate_and_save(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch)
     update = trainer.get_num_updates()
     logger.warning("stopping at update %d on %s: saving a checkpoint to resume from", update, _requested or "a peer's signal")
     with watchdog.paused():

@@ -23,12 +23,12 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
-from ..data.manifest import read_manifest
+from ..data.manifest import read_manifest, write_short_clips
 from ..data.robust import ClipFailure, preflight_check
-from ..features import AUDIOSET_MEAN, AUDIOSET_STD, FbankConfig
+from ..features import FbankConfig, FbankSettings, fbank_config_from
 from .data_loading import close_batch_iterator, track_batch_iterator
 from .dataset import FbankMaskDataset
-from .launch import LAUNCHED_ENV
+from .launch_options import LAUNCHED_ENV, PretrainingLaunchOptions
 from .resume import resolve_launch_path
 
 logger = logging.getLogger(__name__)
@@ -50,13 +50,13 @@ class RelaunchOptions(FairseqDataclass):
 
 
 @dataclass
-class SSLAMPretrainingTaskConfig(RelaunchOptions):
+class SSLAMPretrainingTaskConfig(RelaunchOptions, PretrainingLaunchOptions, FbankSettings):
+    # the front end's task.* settings (target_length, num_mel_bins, norm_mean, norm_std) come from FbankSettings
     data: str = field(default=MISSING, metadata={"help": "folder holding {split}.tsv manifests"})
-    target_length: int = field(default=1024, metadata={"help": "frames per clip after padding/cropping"})
-    num_mel_bins: int = field(default=128, metadata={"help": "mel bins"})
-    norm_mean: float = field(default=AUDIOSET_MEAN, metadata={"help": "log-mel mean for normalisation"})
-    norm_std: float = field(default=AUDIOSET_STD, metadata={"help": "log-mel std; inputs become (x - mean) / (2 std)"})
-    min_sample_size: int = field(default=10000, metadata={"help": "skip clips shorter than this (samples)"})
+    min_sample_size: int = field(default=10000, metadata={
+            "help": "skip clips shorter than this many samples at 16 kHz, as the model sees them "
+            "(10000 = 0.625 s), the same for every file rate"
+        })
     mask_ratio: float = field(default=0.8, metadata={"help": "fraction of patches masked"})
     mask_ratio_adjust: float = field(default=0.07, metadata={"help": "extra block centres drawn before trimming"})
     mask_block_size: int = field(default=5, metadata={"help": "side of the kept blocks, in patches"})
@@ -69,17 +69,7 @@ class SSLAMPretrainingTaskConfig(RelaunchOptions):
     max_substitutions: int = field(
         default=20, metadata={"help": "unusable clips tolerated in a row (each replaced by another) before stopping"}
     )
-    failed_clips_dir: Optional[str] = field(
-        default=None,
-        metadata={"help": "folder of failed_clips.tsv (the launcher sets the checkpoint folder; null: only logged)"},
-    )
-    effective_batch_size: Optional[int] = field(
-        default=None,
-        metadata={
-            "help": "clips per optimiser update over all processes; optimization.update_freq is derived from it "
-            "and the number of processes (null: use update_freq as given)"
-        },
-    )
+    # task.effective_batch_size and task.failed_clips_dir: PretrainingLaunchOptions (checked by the launcher)
     clone_batch: int = II("model.clone_batch")
     patch_size: int = II("model.encoder.patch_size")
     seed: int = II("common.seed")
@@ -174,12 +164,7 @@ class FbankTask(FairseqTask):
         cfg.data = data
 
     def fbank_config(self) -> FbankConfig:
-        return FbankConfig(
-            target_length=self.cfg.target_length,
-            num_mel_bins=self.cfg.num_mel_bins,
-            norm_mean=self.cfg.norm_mean,
-            norm_std=self.cfg.norm_std,
-        )
+        return fbank_config_from(self.cfg)
 
     def max_positions(self):
         return sys.maxsize, sys.maxsize
@@ -230,7 +215,11 @@ class SSLAMPretrainingTask(FbankTask):
             raise ValueError(
                 f"{path}: no clips with at least task.min_sample_size={self.cfg.min_sample_size} samples"
             )
-        logger.info("loaded %d clips from %s (root %s)", len(manifest), path, manifest.root)
+        listed = write_short_clips(manifest, self.cfg.failed_clips_dir, split) if self.cfg.failed_clips_dir else None
+        logger.info(
+            "loaded %d clips from %s (root %s); %d shorter than task.min_sample_size left out%s",
+            len(manifest), path, manifest.root, len(manifest.dropped), f" (listed in {listed})" if listed else "",
+        )
         preflight_check(
             manifest,
             self.fbank_config(),

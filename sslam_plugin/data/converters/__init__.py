@@ -44,7 +44,7 @@ from __future__ import annotations
 from .audioset import audioset, read_audioset_segments
 from .esc50 import esc50
 from .generic_csv import generic_csv
-from .records import LabelDescriptor, LabelFormatError, LabelledClip, LabelledSplits, LabelReport
+from .records import LabelFormatError, LabelledClip, LabelledSplits, LabelReport
 from .spass import read_spass_labels, spass
 from .speech_commands import speech_commands
 from .urbansed import read_urbansed_annotation, urbansed
@@ -59,7 +59,6 @@ from .writer import (
 
 __all__ = [
     "LabelledClip",
-    "LabelDescriptor",
     "LabelledSplits",
     "LabelReport",
     "LabelFormatError",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
@@ -119,7 +118,7 @@ def audioset(
     file_of: Dict[str, str] = {}
     duplicates = 0
     for rel in find_audio_files(audio_dir, extensions):
-        ytid = _ytid_of(os.path.splitext(os.path.basename(rel))[0], listed, pattern)
+        ytid = _ytid_of(clip_id(rel), listed, pattern)
         if ytid is None:
             continue
         if ytid in file_of:

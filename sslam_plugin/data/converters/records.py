@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
 
-from ..labels import Label, clip_id
-
-# The converters' name for a class record until 0.2 (it is data.labels.Label).
-LabelDescriptor = Label
+from ..labels import Label, clip_id, path_clip_id
 
 __all__ = [
     "LabelFormatError",
     "LabelledClip",
-    "LabelDescriptor",
     "LabelledSplits",
     "LabelReport",
     "check_label",
     "read_text_lines",
-    "path_without_extension",
     "clips_with_ids",
 ]
 
@@ -118,16 +112,10 @@ def read_text_lines(path: Path) -> List[str]:
     return path.read_text(encoding="utf-8-sig").splitlines()
 
 
-def path_without_extension(path: str) -> str:
-    """``yes/0a7c.wav`` -> ``yes/0a7c``: the clip id where file names repeat."""
-    stem, ext = os.path.splitext(path)
-    return stem if ext else path
-
-
 def clips_with_ids(entries: Sequence[Tuple[str, Tuple[str, ...]]], what: str) -> List[LabelledClip]:
     """Clips with file-name ids, or relative-path ids when file names repeat among ``entries``."""
     ids = [clip_id(rel) for rel, _ in entries]
     if len(set(ids)) < len(ids):
         logger.warning("%s: file names repeat across folders; clip ids are relative paths without extension", what)
-        ids = [path_without_extension(rel) for rel, _ in entries]
+        ids = [path_clip_id(rel) for rel, _ in entries]
     return [LabelledClip(rel, cid, labels) for (rel, labels), cid in zip(entries, ids)]

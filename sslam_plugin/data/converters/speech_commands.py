@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Dict, List
 
 from ..labels import Label
-from .records import LabelFormatError, LabelledClip, LabelledSplits, PathLike, path_without_extension, read_text_lines
+from ..labels import path_clip_id
+from .records import LabelFormatError, LabelledClip, LabelledSplits, PathLike, read_text_lines
 
 __all__ = ["speech_commands"]
 
@@ -52,7 +53,7 @@ def speech_commands(root: PathLike) -> LabelledSplits:
     ]
 
     def clip(rel: str) -> LabelledClip:
-        return LabelledClip(rel, path_without_extension(rel), (rel.split("/", 1)[0],))
+        return LabelledClip(rel, path_clip_id(rel), (rel.split("/", 1)[0],))
 
     return LabelledSplits(
         name="Speech Commands v2",

@@ -1,0 +1,118 @@
+"""What a launch decides once, on the whole config, before any process starts, and its log set-up."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sys
+from typing import Any
+
+from .launch_options import LAUNCHED_ENV, apply_launch_options
+from .launch_paths import resolve_launch_path, resolve_model_path
+from .relaunch_changes import check_config_changes
+from .resume import already_finished, choose_checkpoint
+
+__all__ = ["prepare_run", "place_training_curves", "drop_failing_log_files", "quiet_failed_save_tracebacks"]
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_run(cfg: Any, world_size: int) -> bool:
+    """Everything decided once per launch, on the whole config, before processes start.
+
+    The launch settings are checked first (:mod:`.launch_options`), then the
+    checkpoint is chosen (:mod:`.resume`) and the relaunch compared with it
+    (:mod:`.relaunch_changes`). Returns False when there is nothing to train
+    (the run already reached ``max_update``).
+    """
+    _point_user_dir_at_this_package(cfg)
+    place_training_curves(cfg)
+    if "task" in cfg and cfg.task.get("data"):
+        cfg.task.data = resolve_launch_path(cfg.task.data)
+    if "model" in cfg and cfg.model.get("model_path"):
+        cfg.model.model_path = resolve_model_path(cfg.model.model_path)  # or a hub repository id
+    cfg.checkpoint.save_dir = os.path.abspath(cfg.checkpoint.save_dir)
+    apply_launch_options(cfg, world_size)  # a bad setting is refused before anything is written
+    resumed = choose_checkpoint(cfg)
+    if already_finished(cfg, resumed):
+        return False
+    check_config_changes(cfg, resumed, world_size)  # a relaunch may not turn into another experiment
+    os.environ[LAUNCHED_ENV] = "1"  # inherited by the processes started below
+    return True
+
+
+def _point_user_dir_at_this_package(cfg: Any) -> None:
+    """``common.user_dir: sslam_plugin`` -> this package's folder.
+
+    The launcher imported the package already; fairseq accepts that only when
+    ``user_dir`` names the same folder, and its own resolution of a bare name
+    (relative to the fairseq package) does not normalise the path.
+    """
+    user_dir = cfg.common.get("user_dir")
+    if user_dir and os.path.basename(os.path.normpath(user_dir)) == __package__.split(".")[0]:
+        cfg.common.user_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # sslam_plugin/
+
+
+def place_training_curves(cfg: Any) -> None:
+    """Where fairseq's TensorBoard events go, and the name of its W&B run.
+
+    A relative ``common.tensorboard_logdir`` lives in the run folder, like
+    ``checkpoint.save_dir`` (hydra has changed into it), so ``tensorboard
+    --logdir runs`` shows every run of a folder side by side; it is made
+    absolute here so that every rank and the log name the same folder. fairseq
+    names a W&B run after ``checkpoint.save_dir``'s last folder, which is
+    ``checkpoints`` in every recipe: ``WANDB_NAME`` (unless set) becomes the
+    run folder's name instead.
+    """
+    if "common" not in cfg:
+        return
+    if cfg.common.get("tensorboard_logdir"):
+        cfg.common.tensorboard_logdir = os.path.abspath(cfg.common.tensorboard_logdir)
+        logger.info("TensorBoard events in %s (view: tensorboard --logdir %s)",
+                    cfg.common.tensorboard_logdir, cfg.common.tensorboard_logdir)
+    if cfg.common.get("wandb_project") and not os.environ.get("WANDB_NAME") and "checkpoint" in cfg:
+        save_dir = os.path.abspath(cfg.checkpoint.save_dir)
+        name = os.path.basename(save_dir)
+        if name == "checkpoints":
+            name = os.path.basename(os.path.dirname(save_dir))
+        os.environ["WANDB_NAME"] = name  # read by fairseq in each rank; inherited by the processes started below
+
+
+def drop_failing_log_files() -> None:
+    """A log file that cannot be written (a full disk) is reported once and dropped.
+
+    logging's default prints a traceback for every record it fails to write,
+    which buries the error that matters under dozens of them. Set on the class:
+    fairseq's ``train.main`` configures hydra's logging again, with new handlers.
+    """
+    logging.FileHandler.handleError = _drop_log_file  # type: ignore[method-assign]
+
+
+def _drop_log_file(handler: logging.Handler, record: logging.LogRecord) -> None:
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for owner in loggers:
+        if handler in owner.handlers:
+            owner.removeHandler(handler)
+    sys.stderr.write(f"cannot write the log file {getattr(handler, 'baseFilename', handler)} "
+                     f"({sys.exc_info()[1]}): logging to the terminal only\n")
+
+
+class _FailedSaveFilter(logging.Filter):
+    """Drops fairseq's traceback of a save that a full disk broke: the launch reports it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and f"[Errno {errno.ENOSPC}]" in record.getMessage())
+
+
+def quiet_failed_save_tracebacks() -> None:
+    """fairseq logs the traceback of a failed save before raising it; on a full disk the rank's one line says it.
+
+    (``fairseq.checkpoint_utils._torch_persistent_save``; the error itself is
+    reported by the launcher, :func:`.launch_refusals.disk_full`.)
+    """
+    source = logging.getLogger("fairseq.checkpoint_utils")
+    if not any(isinstance(f, _FailedSaveFilter) for f in source.filters):
+        source.addFilter(_FailedSaveFilter())
