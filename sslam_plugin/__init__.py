@@ -13,7 +13,7 @@ from os import PathLike
 if TYPE_CHECKING:  # pragma: no cover
     from .inference import PretrainedAudioEncoder
 
-__version__ = "0.2.0"
+from ._version import __version__
 
 
 def load_encoder(path: Union[str, PathLike], **kwargs: Any) -> "PretrainedAudioEncoder":

@@ -146,7 +146,7 @@ def evaluate_checkpoint(
     ``out_dir`` (default: the checkpoint's folder).
     """
     checkpoint, data = Path(checkpoint), Path(data)
-    from . import load_encoder
+    from .inference import load_encoder
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_encoder(checkpoint, device=device, trust=trust)

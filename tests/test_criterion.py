@@ -45,6 +45,31 @@ def test_reduce_reports_terms_per_masked_patch_in_bits():
     assert values["pred_var"] == pytest.approx(0.5)
 
 
+def test_utterance_terms_are_logged_per_clip_whatever_the_batch_size():
+    """The utterance term is a sum over clips times sample_size; its logged figure must not follow the batch."""
+
+    def model_for(clips: int):
+        class Model(torch.nn.Module):
+            def forward(self, **unused):
+                sample_size = 6.0 * clips  # masked patches grow with the batch
+                per_clip = 0.75  # the same regression error in every clip
+                return {"losses": {"patch": torch.tensor(2.0 * sample_size),
+                                   "utterance": torch.tensor(per_clip * clips * sample_size)},
+                        "sample_size": torch.tensor(sample_size), "logs": {}}
+        return Model()
+
+    figures = []
+    for clips in (2, 5):
+        loss, _, log = criterion(utterance=2.0)(model_for(clips), {"id": torch.arange(clips), "net_input": {}})
+        assert float(loss) == 2.0 * 6 * clips + 2.0 * 0.75 * clips * 6 * clips  # the total is untouched
+        with metrics.aggregate() as agg:
+            SSLAMWeightedLossesCriterion.reduce_metrics([log])
+            figures.append(agg.get_smoothed_values())
+    expected = round(2.0 * 0.75 / math.log(2), 4)  # weight x per-clip error, in bits
+    assert [f["loss_utterance"] for f in figures] == [pytest.approx(expected)] * 2
+    assert [f["loss_patch"] for f in figures] == [pytest.approx(round(2.0 / math.log(2), 4))] * 2
+
+
 def test_unknown_weight_names_the_key():
     with pytest.raises(KeyError, match="utterance_mixed"):
         criterion(utterance_mixed=1.0)(FakeModel(), sample())

@@ -5,7 +5,8 @@ under ``if TYPE_CHECKING:``, which never run), so it holds whatever a test happe
 Layers, lowest first: the core (plain PyTorch maths and data), checkpoints and inference, the
 fairseq training layer, the command lines. The package's root (``sslam_plugin/__init__.py``,
 the public face that loads the encoder or registers with fairseq on demand, inside its functions)
-stands outside the layers and the circle check: modules read ``__version__`` from it.
+stands above the layers: it may import any of them, and no module imports it (the version lives
+in ``sslam_plugin/_version.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from conftest import REPO
 
 PACKAGE = REPO / "sslam_plugin"
 CORE = {
-    "features", "masking", "mixing", "randomness", "augment", "metrics", "config_utils", "progress", "vocabulary",
+    "_version", "features", "masking", "mixing", "randomness", "augment", "metrics", "config_utils", "progress",
+    "vocabulary",
     "models", "data",
 }
 NEAR_CORE = {
@@ -136,6 +138,13 @@ def test_the_graph_is_read_from_the_source():
 
 def test_no_import_circle():
     assert cycles(import_graph()) == []
+
+
+def test_no_module_imports_the_package_root():
+    known = modules()
+    importers = sorted(name for name, path in known.items()
+                       if name != ROOT and ROOT in imports_of(name, path, set(known)))
+    assert not importers, f"these modules import the package root (a circle through it): {importers}"
 
 
 def test_no_import_runs_back_up_a_layer():

@@ -104,7 +104,7 @@ def test_every_command_is_installed_and_points_at_a_main_function(tmp_path):
 def test_one_version_source():
     """pyproject.toml reads the version from the package, so exports record the released version."""
     assert "version" not in PYPROJECT["project"] and "version" in PYPROJECT["project"]["dynamic"]
-    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "sslam_plugin.__version__"}
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "sslam_plugin._version.__version__"}
     parts = sslam_plugin.__version__.split(".")
     assert len(parts) == 3 and all(p.isdigit() for p in parts), sslam_plugin.__version__
     try:

@@ -101,6 +101,18 @@ def test_checkpoint_is_scored_and_detects(trained, detection_folder, tmp_path):
         for events in everything["detections"].values()
     )
 
+    # sslam-evaluate recognises a detection checkpoint and prints the same numbers with their settings
+    from sslam_plugin.cli import evaluate as evaluate_cli
+
+    printed = run([sys.executable, "-m", "sslam_plugin.cli.evaluate", str(checkpoint), "--data", str(detection_folder),
+                   "--split", "valid", "--median-filter", "0.12", "--json"], cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    summary = json.loads(printed.stdout)
+    assert summary["clips"] == 4 and summary["settings"]["psds1"]["dtc_threshold"] == 0.7
+    for key in ("event_f1_micro", "psds1"):
+        assert summary[key] == result[key] or (np.isnan(result[key]) and summary[key] != summary[key]), key
+    assert evaluate_cli.is_detection_checkpoint(checkpoint) and not evaluate_cli.is_detection_checkpoint(tmp_path)
+
     # the command line, on a file longer than the model's 1.28 s window
     long_file = tmp_path / "long.wav"
     _clip(long_file, 4.0, [(1.0, 1.6, "high")])

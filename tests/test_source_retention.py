@@ -154,10 +154,33 @@ def test_odd_shapes(clips, frames, encoder):
 
 @pytest.mark.parametrize("operation, partner", [("mean", "derangement"), ("max", "previous")])
 def test_options_run(operation, partner):
+    """Each option does what it names: the partner rule, per-clip windows, and the mixing operation
+    (checked frame by frame against a hand-built mixture)."""
     net = model(operation=operation, partner=partner, windows_per="clip")
     fbank, mask = make_batch(4)
-    out = net(fbank, mask)
-    assert all(torch.isfinite(v) for v in out.losses.values())
+    plan = net.plan(4, 128, torch.Generator().manual_seed(3))
+    partners = plan.partners.tolist()
+    if partner == "previous":
+        assert partners == [3, 0, 1, 2]
+    else:
+        assert sorted(partners) == [0, 1, 2, 3] and all(p != i for i, p in enumerate(partners))
+    assert plan.windows.shape[0] == 4  # one set of unmixed windows per clip
+    mixed = net.mix(fbank, plan)
+    mean, std = net.fbank.norm_mean, net.fbank.norm_std
+    for i, p in enumerate(partners):
+        kept = torch.zeros(128, dtype=torch.bool)
+        for start in plan.windows[i].tolist():
+            kept[start : start + plan.window_frames] = True
+        a, b = fbank[i, 0], fbank[p, 0]
+        if operation == "max":
+            expected = torch.maximum(a, b)
+        else:  # the mean of the two power spectra, back in the normalised log domain
+            power = (torch.exp(a * 2 * std + mean) + torch.exp(b * 2 * std + mean)) / 2
+            expected = (torch.log(power) - mean) / (2 * std)
+        assert torch.equal(mixed[i, 0, kept], a[kept])
+        torch.testing.assert_close(mixed[i, 0, ~kept], expected[~kept], rtol=1e-5, atol=1e-5)
+    out = net(fbank, mask, plan=plan)
+    assert float(out.logs["mixed_fraction"]) > 0
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..config_utils import dataclass_from_dict
 from ..data.labels import Label, placeholder_labels, read_label_descriptors
 from ..features import SAMPLE_RATE, FbankConfig

@@ -7,6 +7,11 @@ best and worst classes to a PNG.
     sslam-evaluate CHECKPOINT --data MANIFEST_DIR --split eval [--out DIR]
 
 MANIFEST_DIR holds {split}.tsv, {split}.lbl and label_descriptors.csv.
+
+A sound event detection checkpoint (config/sed) is scored on the split's strongly
+annotated clips ({split}_strong.tsv): event- and segment-based F1 (sed_eval) and
+PSDS1/PSDS2 (sed_scores_eval), with the collar, segment length and PSDS scenario
+settings printed beside them; --threshold and --median-filter set the decoding.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from sslam_plugin.detection.detector import is_detection_checkpoint
 from sslam_plugin.evaluation import evaluate_checkpoint
 
 logger = logging.getLogger("evaluate")
@@ -34,9 +40,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     parser.add_argument("--trust-checkpoint", action="store_true", help="allow the full (pickle) loader")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="detection: posterior threshold of every class")
+    parser.add_argument("--median-filter", type=float, default=0.0, help="detection: median filter window in seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
+        if is_detection_checkpoint(args.checkpoint, trust=args.trust_checkpoint):
+            return _evaluate_detection(args)
         summary = evaluate_checkpoint(
             args.checkpoint, args.data, args.split, args.out, args.batch_size, args.device, args.trust_checkpoint,
             show_progress=not args.no_progress,
@@ -50,6 +60,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
         print(f"{summary['metric']}: {summary['value']:.4f} on {summary['clips']} clips of '{args.split}'")
         print(f"per-class AP: {summary['per_class_csv']}")
         print(f"chart:        {summary['chart']}")
+
+
+def _evaluate_detection(args: argparse.Namespace) -> Optional[int]:
+    from sslam_plugin.detection.evaluate import evaluate_detector, format_report
+
+    result = evaluate_detector(args.checkpoint, args.data, args.split, thresholds=args.threshold,
+                               median_window=args.median_filter, trust=args.trust_checkpoint)
+    if args.json:
+        summary = {k: v for k, v in result.items() if k not in ("detections", "posteriors")}
+        print(json.dumps(summary, default=str))
+    else:
+        print(format_report(result))
+    return None
 
 
 if __name__ == "__main__":

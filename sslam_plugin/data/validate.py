@@ -19,8 +19,6 @@ so a mixture is not an error.
 
 from __future__ import annotations
 
-import csv
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 
 from ..features import SAMPLE_RATE
 from .audio import EMPTY_FILE, NOT_FOUND, AudioLoadError, load_audio
+from .labels import clip_label_key, read_label_descriptors
 from .manifest import Manifest, read_manifest, read_sample_rates, samples_at_16k, write_sample_rates
 from .parallel import parallel_map
 from .scan import AudioHeader, probe_header, reason_category
@@ -139,8 +138,10 @@ def _check_labels(manifest: Manifest, report: ValidationReport) -> None:
     if lbl.is_file():
         known = None
         if descriptors.is_file():
-            with descriptors.open(encoding="utf-8-sig", newline="") as handle:
-                known = {row[1].strip() for row in csv.reader(handle) if len(row) >= 2}
+            try:
+                known = set(read_label_descriptors(descriptors).ids)
+            except ValueError as err:
+                report.problems.append(ClipProblem(0, str(descriptors), "error", str(err)))
         labels_of = {}
         for lineno, line in enumerate(lbl.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
@@ -158,8 +159,7 @@ def _check_labels(manifest: Manifest, report: ValidationReport) -> None:
                     ClipProblem(0, str(lbl), "error", f"unknown labels {unknown} at line {lineno} (not in {descriptors.name})")
                 )
         for i, rel in enumerate(manifest.files):
-            stem = os.path.splitext(os.path.basename(rel))[0]
-            if stem not in labels_of and os.path.splitext(rel)[0] not in labels_of:
+            if clip_label_key(rel, labels_of) is None:
                 report.problems.append(ClipProblem(i + 2, rel, "error", f"no label line in {lbl.name}"))
     if weights.is_file():
         count = sum(1 for line in weights.read_text(encoding="utf-8").splitlines() if line.strip())

@@ -143,6 +143,14 @@ class SoundEventDetector(nn.Module):
         return self.decode(self.posteriors(waveform, sample_rate, overlap), clip, thresholds, median_window)
 
 
+def is_detection_checkpoint(path: Union[str, Path], trust: bool = False) -> bool:
+    """Whether ``path`` is a checkpoint file of ``config/sed`` training (False for folders and other tasks)."""
+    if not Path(path).is_file():
+        return False
+    cfg = load_checkpoint_file(path, trust=trust).get("cfg")
+    return config_value(cfg, "task", "_name") == TASK_NAME
+
+
 def load_detector(path: Union[str, Path], device: Union[str, torch.device, None] = None, trust: bool = False,
                   median_window: float = 0.0, threshold: float = 0.5) -> SoundEventDetector:
     """A checkpoint of ``config/sed`` training as a :class:`SoundEventDetector` in eval mode.

@@ -15,13 +15,14 @@ D width, F output frames, C classes. No fairseq needed.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Set
+from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models.encoder import AudioEncoder, EncoderConfig
+from ..models.encoder import EncoderConfig
+from ..models.encoder_head import EncoderWithHead
 
 __all__ = ["rows_to_frames", "linear_softmax_pool", "FrameDetector"]
 
@@ -44,7 +45,7 @@ def linear_softmax_pool(probs: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return (probs * probs).sum(dim=1) / probs.sum(dim=1).clamp_min(eps)
 
 
-class FrameDetector(nn.Module):
+class FrameDetector(EncoderWithHead):
     """Frame logits for C classes from the encoder's patch rows.
 
     Args:
@@ -61,38 +62,14 @@ class FrameDetector(nn.Module):
         freeze_encoder: bool = False,
         frozen_encoder_eval_mode: bool = True,
     ):
-        super().__init__()
         if num_classes < 1 or frames_per_row < 1:
             raise ValueError(f"num_classes and frames_per_row must be positive, got {num_classes}, {frames_per_row}")
-        self.encoder = AudioEncoder(encoder_cfg)
+        super().__init__(encoder_cfg, freeze_encoder, frozen_encoder_eval_mode)
         self.norm = nn.LayerNorm(encoder_cfg.embed_dim, eps=1e-6)
         self.head = nn.Linear(encoder_cfg.embed_dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
         self.frames_per_row = frames_per_row
-        self.freeze_encoder = freeze_encoder
-        self.frozen_encoder_eval_mode = frozen_encoder_eval_mode
-        if freeze_encoder:
-            self.encoder.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "FrameDetector":
-        super().train(mode)
-        if self.freeze_encoder and self.frozen_encoder_eval_mode:
-            self.encoder.eval()
-        return self
-
-    def no_weight_decay(self) -> Set[str]:
-        names = {"encoder." + n for n in self.encoder.no_weight_decay()}
-        return names | {n for n, p in self.named_parameters() if not n.startswith("encoder.") and p.dim() <= 1}
-
-    def lr_scales(self, layer_decay: float) -> Dict[str, float]:
-        """Layer-wise lr decay as the classifier's: block i of D gets ``layer_decay ** (D - i)``, the rest 1."""
-        depth = self.encoder.cfg.depth
-        scales = {}
-        for name, _ in self.named_parameters():
-            layer = self.encoder.layer_depth(name[len("encoder."):]) if name.startswith("encoder.") else depth + 1
-            scales[name] = layer_decay ** (depth + 1 - layer) if layer > 0 else 1.0
-        return scales
 
     def row_features(self, fbank: torch.Tensor) -> torch.Tensor:
         """(N, 1, T, M) normalised fbank -> (N, R, D), the mean of each patch row's tokens."""

@@ -5,13 +5,14 @@ Dimensions: N = clips, L = patches, D = width, C = classes.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Set, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from ..vocabulary import parse_pooling
-from .encoder import AudioEncoder, EncoderConfig
+from .encoder import EncoderConfig
+from .encoder_head import EncoderWithHead
 
 __all__ = ["pool", "classify", "AudioClassifier"]
 
@@ -38,7 +39,7 @@ def classification_head(
     return fc_norm, head
 
 
-class AudioClassifier(nn.Module):
+class AudioClassifier(EncoderWithHead):
     """``head(fc_norm(pool(encoder(fbank))))``.
 
     Args:
@@ -60,51 +61,12 @@ class AudioClassifier(nn.Module):
         freeze_encoder: bool = False,
         frozen_encoder_eval_mode: bool = True,
     ):
-        super().__init__()
         pooling = parse_pooling(pooling)
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
+        super().__init__(encoder_cfg, freeze_encoder, frozen_encoder_eval_mode)
         self.pooling = pooling
-        self.encoder = AudioEncoder(encoder_cfg)
         self.fc_norm, self.head = classification_head(encoder_cfg.embed_dim, num_classes, use_fc_norm)
-        self.freeze_encoder = freeze_encoder
-        self.frozen_encoder_eval_mode = frozen_encoder_eval_mode
-        if freeze_encoder:
-            self.encoder.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "AudioClassifier":
-        super().train(mode)
-        if self.freeze_encoder and self.frozen_encoder_eval_mode:
-            self.encoder.eval()
-        return self
-
-    def no_weight_decay(self) -> Set[str]:
-        """Parameters trained without weight decay: the encoder's, the head's bias and fc_norm."""
-        names = {"encoder." + n for n in self.encoder.no_weight_decay()}
-        return names | {n for n, p in self.named_parameters() if not n.startswith("encoder.") and p.dim() <= 1}
-
-    def layer_depth(self, name: str) -> int:
-        """Depth for layer-wise lr decay: the encoder's, then depth + 1 for fc_norm and the head."""
-        if name.startswith("encoder."):
-            return self.encoder.layer_depth(name[len("encoder."):])
-        return self.encoder.cfg.depth + 1
-
-    def lr_scales(self, layer_decay: float, decay_front_end: bool = False) -> Dict[str, float]:
-        """Layer-wise lr decay: the lr scale of every parameter, by name.
-
-        The official fine-tuning rule: block i of D gets ``layer_decay ** (D - i)``;
-        the front end (patch embedding, CLS token, input norm), fc_norm and the
-        head keep 1. ``decay_front_end``: the front end is layer 0 and gets
-        ``layer_decay ** (D + 1)``, as in BEiT.
-        """
-        depth = self.encoder.cfg.depth
-        scales = {}
-        for name, _ in self.named_parameters():
-            layer = self.layer_depth(name)
-            if layer == 0 and not decay_front_end:
-                layer = depth + 1
-            scales[name] = layer_decay ** (depth + 1 - layer)
-        return scales
 
     def embed(self, fbank: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(N, 1, T, M) -> (N, D) pooled clip embeddings (before fc_norm)."""

@@ -47,7 +47,10 @@ def scalars_to_floats(values: Sequence[Union[torch.Tensor, float]], like: torch.
 class SSLAMWeightedLossesCriterion(FairseqCriterion):
     """``loss = sum_k weight_k * loss_k``; fairseq divides by ``sample_size`` (masked patches).
 
-    Each term is logged on its own (base 2, per masked patch, like the total).
+    Each term is logged on its own (base 2, per masked patch, like the total), except the
+    utterance terms: they are sums over the batch's clips scaled by ``sample_size`` (so that they
+    keep their weight in the total), and are logged per clip instead, so that their curves do not
+    move with the batch size (a ragged last batch, another ``dataset.batch_size``).
     """
 
     def __init__(self, cfg: SSLAMWeightedLossesConfig, task):
@@ -78,7 +81,11 @@ class SSLAMWeightedLossesCriterion(FairseqCriterion):
         # Every rank must send the same keys in the same order: fairseq sums
         # the logs of all ranks as one flat vector.
         log = {"sample_size": count, "nsentences": sample["id"].numel(), "ntokens": count}
-        log.update((f"loss_{name}", next(values)) for name in names)
+        clips = sample["id"].numel()
+        for name in names:
+            value = next(values)
+            # utterance terms: sum over clips x sample_size; / clips makes the reduced figure per clip
+            log[f"loss_{name}"] = value / max(clips, 1) if name.startswith("utterance") else value
         log["loss"] = next(values)
         log.update((key, next(values)) for key in logged_keys)
         log[AVERAGED_LOGS_KEY] = 1  # summed with the logs: how many batches the averages cover

@@ -12,8 +12,9 @@ from .launch_options import LAUNCHED_ENV, apply_launch_options
 from .launch_paths import resolve_launch_path, resolve_model_path
 from .relaunch_changes import check_config_changes
 from .resume import already_finished, choose_checkpoint
+from .topology import use_cpu
 
-__all__ = ["prepare_run", "place_training_curves", "drop_failing_log_files", "quiet_failed_save_tracebacks"]
+__all__ = ["prepare_run", "train_fp16_runs_in_float32_on_cpu", "place_training_curves", "drop_failing_log_files", "quiet_failed_save_tracebacks"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +34,32 @@ def prepare_run(cfg: Any, world_size: int) -> bool:
     if "model" in cfg and cfg.model.get("model_path"):
         cfg.model.model_path = resolve_model_path(cfg.model.model_path)  # or a hub repository id
     cfg.checkpoint.save_dir = os.path.abspath(cfg.checkpoint.save_dir)
+    train_fp16_runs_in_float32_on_cpu(cfg)
     apply_launch_options(cfg, world_size)  # a bad setting is refused before anything is written
     resumed = choose_checkpoint(cfg)
     if already_finished(cfg, resumed):
         return False
     check_config_changes(cfg, resumed, world_size)  # a relaunch may not turn into another experiment
     os.environ[LAUNCHED_ENV] = "1"  # inherited by the processes started below
+    return True
+
+
+def train_fp16_runs_in_float32_on_cpu(cfg: Any) -> bool:
+    """A recipe's ``common.fp16: true`` on a CPU: say so and train in float32 (True when changed).
+
+    fairseq would run float16 arithmetic on the CPU with a dynamic loss scale: slow, and not what
+    the recipe's fp16 is for (CUDA mixed precision). ``common.bf16=true`` is the CPU's
+    mixed precision and is left as asked.
+    """
+    common = cfg.common
+    if not (common.get("fp16") or common.get("memory_efficient_fp16")) or not use_cpu(cfg):
+        return False
+    logger.warning(
+        "common.fp16=true asks for CUDA mixed precision, but this run is on the CPU: training in float32 "
+        "(common.bf16=true for bfloat16 on a CPU, common.fp16=false to silence this)"
+    )
+    common.fp16 = False
+    common.memory_efficient_fp16 = False
     return True
 
 
