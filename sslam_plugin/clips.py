@@ -14,15 +14,19 @@ Granularities (N clips, L = R * F patches: R time rows of F frequency patches, D
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-from typing import NamedTuple, Optional, Tuple, Union
+from pathlib import Path
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .features import FbankConfig, compute_fbank, normalize_fbank, resample_to
+from .data.audio import audio_blocks, load_audio
+from .data.robust import crop_read_frames, crop_samples
+from .features import SAMPLE_RATE, FbankConfig, compute_fbank, normalize_fbank, resample_to
 from .vocabulary import parse_granularity, parse_pooling
 from .waveform import mono_clip
 
@@ -34,6 +38,7 @@ __all__ = [
     "check_granularity",
     "clip_windows",
     "combine_windows",
+    "read_clip_windows",
     "row_timestamps",
 ]
 
@@ -94,6 +99,113 @@ def clip_windows(
     padded = F.pad(fbank[: count * t], (0, 0, 0, max(0, count * t - frames)))  # (W * T, M)
     windows = normalize_fbank(padded, frontend.norm_mean, frontend.norm_std).view(count, t, -1)  # -> (W, T, M)
     return ClipWindows(windows, frames)
+
+
+def read_clip_windows(path: Union[str, Path], frontend: FbankConfig, long_clips: str = "crop") -> ClipWindows:
+    """:func:`clip_windows` of an audio file, decoding no more of it than the windows need.
+
+    ``"crop"``: a clip longer than twice what the first window uses is read
+    only that far (plus the resampler's margin, as in training:
+    :func:`sslam_plugin.data.robust.crop_read_frames`) and cut after
+    resampling; ``num_frames`` is still the whole file's (from its header).
+    ``"windows"``: the file is decoded in blocks and each window resampled
+    with margins on both sides (:func:`_streamed_windows`), so memory does not
+    grow with the file's length beyond the windows themselves. Either way the
+    windows equal those of the whole read to float round-off (the fbank
+    removes each frame's mean, so the waveform mean taken over a part instead
+    of the whole changes nothing else); a clip within one window is read whole.
+
+    Raises:
+        AudioLoadError: an unusable file; ValueError: shorter than one analysis window.
+    """
+    if long_clips not in ("crop", "windows"):
+        raise ValueError(f"long_clips must be 'crop' or 'windows', got {long_clips!r}")
+    if long_clips == "windows":
+        return _streamed_windows(path, frontend)
+    keep = crop_samples(frontend)
+    header: List[Tuple[int, int]] = []
+
+    def limit(rate: int, frames: int) -> Optional[int]:
+        needed = crop_read_frames(keep, rate)
+        if frames <= 2 * needed:
+            return None
+        header.append((rate, frames))
+        return needed
+
+    waveform, rate = load_audio(path, limit)
+    if not header:
+        return clip_windows(waveform, rate, frontend, "crop")
+    start = clip_windows(resample_to(waveform, rate)[:keep], SAMPLE_RATE, frontend, "crop")
+    whole = _resampled_length(*reversed(header[0]))
+    return ClipWindows(start.fbank, 1 + (whole - _window_samples(frontend)) // _shift_samples(frontend))
+
+
+def _shift_samples(frontend: FbankConfig) -> int:
+    return int(SAMPLE_RATE * frontend.frame_shift_ms / 1000)
+
+
+def _window_samples(frontend: FbankConfig) -> int:
+    return int(SAMPLE_RATE * frontend.frame_length_ms / 1000)
+
+
+def _resampled_length(frames: int, rate: int) -> int:
+    """16 kHz samples that resampling ``frames`` samples at ``rate`` gives (:func:`resample_to`)."""
+    gcd = math.gcd(rate, SAMPLE_RATE)
+    return -(-(SAMPLE_RATE // gcd) * frames // (rate // gcd))
+
+
+CHUNK_FRAMES = 6000  # about a minute of audio decoded and resampled at a time in windows mode
+
+
+def _streamed_windows(path: Union[str, Path], frontend: FbankConfig) -> ClipWindows:
+    """Consecutive windows of a file decoded block by block (see :func:`read_clip_windows`).
+
+    Chunk k (whole windows, C frames, about a minute) needs the 16 kHz samples
+    [a, b), a = k C shift; those come from resampling the input [s0, s1) with a
+    margin on both sides wider than the sinc filter, s0 a multiple of the
+    rates' period so that the resampler's phases line up with the whole file's.
+    """
+    shift, size, window = _shift_samples(frontend), _window_samples(frontend), frontend.target_length
+    length = window * max(1, CHUNK_FRAMES // window)  # frames per chunk: whole windows, fewer and larger calls
+    blocks = audio_blocks(path)
+    buffer, rate = next(blocks)  # input samples [start, start + len(buffer))
+    start, ended, total16 = 0, False, None
+    gcd = math.gcd(rate, SAMPLE_RATE)
+    orig, new = rate // gcd, SAMPLE_RATE // gcd
+    margin = crop_read_frames(0, rate)  # twice the filter's reach (0 at 16 kHz)
+    windows, frames = [], 0
+    for k in itertools.count():
+        a = k * length * shift
+        b = a + (length - 1) * shift + size
+        s0 = max(0, (a // new) * orig - margin) // orig * orig
+        s1 = -(-b // new) * orig + margin
+        parts = [buffer]
+        have = start + len(buffer)
+        while have < s1 and not ended:
+            block = next(blocks, None)
+            if block is None:
+                ended = True
+            else:
+                parts.append(block[0])
+                have += len(block[0])
+        buffer = np.concatenate(parts)[max(0, s0 - start) :] if len(parts) > 1 or s0 > start else buffer
+        start = max(start, s0)
+        if ended:
+            total16 = _resampled_length(start + len(buffer), rate)
+            b = min(b, total16)
+            if k > 0 and a + size > total16:
+                break
+        segment = torch.from_numpy(buffer[: s1 - start])
+        offset = start // orig * new
+        chunk = resample_to(segment, rate)[a - offset : b - offset]
+        fbank = compute_fbank(chunk, frontend)  # (<= C, M): frames k C, k C + 1, ...
+        frames += fbank.shape[0]
+        count = -(-fbank.shape[0] // window)
+        padded = F.pad(fbank, (0, 0, 0, count * window - fbank.shape[0]))
+        windows.append(normalize_fbank(padded, frontend.norm_mean, frontend.norm_std).view(count, window, -1))
+        if ended and b == total16:
+            break
+    return ClipWindows(torch.cat(windows), frames)
 
 
 def combine_windows(

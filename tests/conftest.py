@@ -111,6 +111,7 @@ SLOW_FILES = frozenset({
     "test_fairseq_training.py", "test_finetune_trajectory.py", "test_gpu_scripts.py", "test_hear.py",
     "test_paper_recipes.py", "test_plot_mixture.py", "test_relaunch_changes.py", "test_robust_training.py",
     "test_run_ownership.py", "test_stage2_variants.py", "test_training_curves.py", "test_watchdog.py",
+    "test_long_extraction.py", "test_readable_logs.py",
 })
 SLOW_TESTS = frozenset({
     "test_bad_checkpoints.py::test_a_bad_continue_once_stops_the_launch_with_one_line",

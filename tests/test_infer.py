@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +80,34 @@ def test_pretrained_checkpoint_is_refused(tmp_path, capsys):
     torch.save(tiny_pretraining_checkpoint(), path)
     assert script("infer").main([str(path), str(tmp_path / "x.wav")]) == 1
     assert "no classification head" in capsys.readouterr().err
+
+
+def test_installed_command_on_a_long_file_scores_its_first_window(finetuned, tmp_path):
+    """Of a 2.5-minute 44.1 kHz file only the start is decoded; the scores are those of the whole read."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from sslam_plugin.data import load_audio
+    from sslam_plugin.inference import load_encoder
+
+    path, _ = finetuned
+    rate = 44100
+    t = np.arange(150 * rate) / rate
+    noise = 0.05 * np.random.default_rng(3).standard_normal(t.size)
+    wav = 0.3 * np.sin(2 * np.pi * (400 + 300 * np.sin(0.3 * t)) * t) + noise + 0.05  # a DC offset too
+    long_file = tmp_path / "long.wav"
+    sf.write(str(long_file), wav.astype(np.float32), rate, subtype="PCM_16")
+    command = Path(sys.executable).with_name("sslam-infer")
+    assert command.is_file(), f"{command} missing: install the package (make venv) to test the command"
+    done = subprocess.run([str(command), str(path), str(long_file), "--top-k", "7", "--json", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "longer than the model's window" in done.stderr  # the whole file's length is still reported
+    [item] = json.loads(done.stdout)
+    model = load_encoder(path)
+    expected = model.scores(*load_audio(long_file))[0]
+    got = {p["index"]: p["score"] for p in item["predictions"]}
+    assert sorted(got) == list(range(7))
+    assert [got[i] for i in range(7)] == pytest.approx(expected.tolist(), abs=1e-4)

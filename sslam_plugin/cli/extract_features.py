@@ -14,7 +14,9 @@ row (160 ms); utterance (D,); all (1 + L, D), CLS first. Rows holding only
 padding are dropped unless --keep-padding. Clips longer than the checkpoint's
 target_length are cropped, or with --long-clips windows cut into consecutive
 windows whose features are concatenated (utterance: averaged); the log says
-which, once. A clip that cannot be used (undecodable, empty, NaN or Inf samples,
+which, once. Only what is used is decoded: a cropped long clip is read as far as
+its first window (and a resampling margin), a windowed one in blocks, so memory
+does not grow with its length beyond its features. A clip that cannot be used (undecodable, empty, NaN or Inf samples,
 shorter than 25 ms) is logged by name and counted as failed; the others are
 extracted, and the exit status is 1.
 
@@ -37,12 +39,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sslam_plugin.data import AudioLoadError, ManifestError, load_audio, read_manifest
+from sslam_plugin.data import AudioLoadError, ManifestError, read_manifest
 from sslam_plugin.data.robust import failure_reason
 from sslam_plugin.data.scan import AUDIO_EXTENSIONS
 from sslam_plugin.checkpoints import DTYPES, CheckpointError
 from sslam_plugin.features import FbankConfig
-from sslam_plugin.inference import ClipFeatures, ClipWindows, clip_windows, load_encoder
+from sslam_plugin.clips import read_clip_windows
+from sslam_plugin.inference import ClipFeatures, ClipWindows, load_encoder
 from sslam_plugin.progress import progress_bar
 from sslam_plugin.vocabulary import GRANULARITIES, parse_granularity, parse_pooling
 
@@ -118,8 +121,8 @@ class ClipDataset(Dataset):
     def __getitem__(self, item: int) -> Tuple[int, Union[ClipWindows, str]]:
         index, clip = self.clips[item]
         try:
-            waveform, rate = load_audio(clip.path)
-            return index, clip_windows(waveform, rate, self.frontend, self.long_clips)
+            # only what the windows use is decoded: a crop reads a long file's start, windows stream it
+            return index, read_clip_windows(clip.path, self.frontend, self.long_clips)
         except (AudioLoadError, ValueError, RuntimeError) as err:  # NaN / Inf samples: AudioLoadError
             return index, f"{clip.path}: {failure_reason(err, str(clip.path))}"
 

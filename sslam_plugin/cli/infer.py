@@ -6,7 +6,8 @@ CHECKPOINT is a fine-tuned fairseq checkpoint (official EAT/SSLAM or this
 plugin's) or an export of one. Scores are sigmoid probabilities for multi-label
 heads (AudioSet) and softmax probabilities for single-label ones, as the
 checkpoint says (--activation overrides). Each clip is cropped or padded to the
-checkpoint's target_length, as in fine-tuning (a longer clip is logged once).
+checkpoint's target_length, as in fine-tuning (a longer clip is logged once);
+of a long file only that beginning is decoded.
 A file that cannot be used (undecodable, empty, NaN or Inf samples, shorter than
 25 ms) is reported by name on stderr, the other files are still scored, and the
 exit status is 1.
@@ -24,7 +25,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from sslam_plugin.data import AudioLoadError, load_audio
+from sslam_plugin.clips import read_clip_windows
+from sslam_plugin.data import AudioLoadError
 from sslam_plugin.data.robust import failure_reason
 from sslam_plugin.checkpoints import CheckpointError, read_label_csv
 from sslam_plugin.inference import load_encoder
@@ -76,8 +78,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report, failed = [], 0
     for path in args.audio:
         try:
-            waveform, rate = load_audio(path)
-            predictions = model.predict(waveform, rate, top_k=args.top_k)[0]
+            window = read_clip_windows(path, model.frontend, "crop")  # decodes a long file's start only
+            model._note_long_clips([window], "crop")
+            predictions = model.predict(window.fbank, top_k=args.top_k)[0]
         except (AudioLoadError, ValueError) as err:  # WaveformError is a ValueError
             print(f"error: {path}: {failure_reason(err, str(path))}", file=sys.stderr)
             failed += 1

@@ -40,7 +40,7 @@ COLLAPSE_KEYS = ("pred_var", "target_var")
 VALID_BOOKKEEPING = {"sample_size", "wps", "wpb", "bsz", "ups", "wall", "train_wall"}
 # the pre-training terms in the order the method builds them; other loss keys follow in log order
 LOSS_ORDER = ("loss", "loss_patch", "loss_utterance", "loss_patch_mixed", "loss_utterance_mixed", "loss_source_retention")
-MAX_LR_LINES = 3  # beyond this (layer-decayed groups with hashed names) the largest and smallest lr are drawn
+MAX_LR_LINES = 3  # beyond this (layer-decayed groups: lr_block_0, lr_block_1, ...) the largest and smallest lr are drawn
 
 Line = Tuple[str, List[Tuple[int, float]]]  # (legend name, (update, value) pairs)
 
@@ -61,10 +61,16 @@ def _is_loss(key: str) -> bool:
     return key == "loss" or key.startswith("loss_")
 
 
+def _lr_label(key: str) -> str:
+    """``lr_block_3`` -> ``block_3``; an older log's hashed group name (``lr_2484968c...``) -> ``group 248496``."""
+    name = key[3:] or "lr"
+    return f"group {name[:6]}" if re.fullmatch(r"[0-9a-f]{32}", name) else name
+
+
 def _lr_lines(log: TrainingLog) -> List[Line]:
     keys = [k for k in log.train if k == "lr" or k.startswith("lr_")]
     if len(keys) <= MAX_LR_LINES:
-        return [(k[3:] or "lr", log.series(k)) for k in keys]
+        return [(_lr_label(k), log.series(k)) for k in keys]
     by_update: Dict[int, List[float]] = {}
     for key in keys:
         for update, value in log.series(key):

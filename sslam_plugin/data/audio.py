@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -19,6 +19,7 @@ import torch
 __all__ = [
     "AudioLoadError",
     "EMPTY_FILE",
+    "audio_blocks",
     "NOT_FOUND",
     "file_problem",
     "load_audio",
@@ -78,9 +79,7 @@ def load_audio(path: Union[str, Path], max_frames: FrameLimit = None) -> Tuple[t
             frames = -1 if limit is None else max(0, int(limit))
             data = handle.read(frames, dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several types for bad files
-        detail = getattr(err, "error_string", None) or str(err)  # libsndfile's reason, without the path
-        detail = " ".join(detail.replace(str(path), "").split()).strip(" :'") or type(err).__name__
-        raise AudioLoadError(f"{path}: cannot decode audio ({detail})") from err
+        raise _decode_error(path, err) from err
     if data.shape[0] == 0:
         raise AudioLoadError(f"{path}: file holds no samples")
     if not np.isfinite(data).all():
@@ -88,3 +87,43 @@ def load_audio(path: Union[str, Path], max_frames: FrameLimit = None) -> Tuple[t
     # (time, channels) -> (time,)
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return torch.from_numpy(np.ascontiguousarray(mono)), sample_rate
+
+
+def _decode_error(path: Path, err: Exception) -> AudioLoadError:
+    detail = getattr(err, "error_string", None) or str(err)  # libsndfile's reason, without the path
+    detail = " ".join(detail.replace(str(path), "").split()).strip(" :'") or type(err).__name__
+    return AudioLoadError(f"{path}: cannot decode audio ({detail})")
+
+
+def audio_blocks(path: Union[str, Path], block_frames: int = 1 << 16) -> Iterator[Tuple[np.ndarray, int]]:
+    """Decode a file from its start in blocks: ``(mono float32 block, sample rate)`` pairs.
+
+    The blocks put end to end are :func:`load_audio`'s waveform, sample for
+    sample, with the same checks and messages (raised when the block holding
+    the fault is reached); memory stays that of one block. No seeking, so it
+    is exact for every format.
+    """
+    path = Path(path)
+    problem = file_problem(path)
+    if problem is not None:
+        raise AudioLoadError(f"{path}: {problem}")
+    try:
+        handle = sf.SoundFile(str(path))
+    except Exception as err:
+        raise _decode_error(path, err) from err
+    total = 0
+    with handle:
+        sample_rate = int(handle.samplerate)
+        while True:
+            try:
+                data = handle.read(block_frames, dtype="float32", always_2d=True)
+            except Exception as err:
+                raise _decode_error(path, err) from err
+            if data.shape[0] == 0:
+                break
+            if not np.isfinite(data).all():
+                raise AudioLoadError(f"{path}: contains NaN or Inf samples")
+            total += data.shape[0]
+            yield np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]), sample_rate
+    if total == 0:
+        raise AudioLoadError(f"{path}: file holds no samples")

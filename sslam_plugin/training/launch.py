@@ -27,7 +27,7 @@ from .fairseq_adapter import install as install_fairseq_adapter
 from .launch_refusals import LAUNCH_REFUSED_EXIT_STATUS
 from .preemption import stop_during_start_up
 from .run_ownership import release_run_lock, run_lock_folder, take_run_lock
-from .run_setup import drop_failing_log_files, place_training_curves
+from .run_setup import drop_failing_log_files, place_training_curves, quiet_known_warnings
 from .topology import owns_the_run
 
 __all__ = ["LaunchCallback", "LAUNCH_REFUSED_EXIT_STATUS", "place_training_curves"]
@@ -52,6 +52,7 @@ class LaunchCallback(_HydraCallback):  # type: ignore[misc,valid-type]
         takes the lock instead, in the folder hydra changed into.
         """
         stop_during_start_up()  # a scheduler's signal before training: exit 75 with a log line
+        quiet_known_warnings()
         if config is None or not owns_the_run(os.environ, _select(config, "distributed_training.distributed_rank")):
             return
         try:

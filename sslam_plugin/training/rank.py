@@ -16,7 +16,7 @@ from . import watchdog
 from .data_loading import close_all_batch_iterators
 from .launch_refusals import LAUNCH_REFUSALS, LAUNCH_REFUSED_EXIT_STATUS, dataloader_mismatch, disk_full
 from .preemption import requested_signal, stop_on_signals
-from .run_setup import quiet_failed_save_tracebacks
+from .run_setup import fold_config_and_model, quiet_failed_save_tracebacks, quiet_known_warnings
 
 __all__ = ["run_rank", "die_with_launcher", "fork_data_workers", "exit_now"]
 
@@ -80,6 +80,8 @@ def run_rank(
     if rank_setup is not None:
         rank_setup()
     quiet_failed_save_tracebacks()
+    fold_config_and_model(cfg)
+    quiet_known_warnings()
     if spawned:
         fork_data_workers()
     stop_on_signals()

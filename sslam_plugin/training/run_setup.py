@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import re
 import sys
+import warnings
 from typing import Any
 
 from .launch_options import LAUNCHED_ENV, apply_launch_options
@@ -14,7 +17,8 @@ from .relaunch_changes import check_config_changes
 from .resume import already_finished, choose_checkpoint
 from .topology import use_cpu
 
-__all__ = ["prepare_run", "train_fp16_runs_in_float32_on_cpu", "place_training_curves", "drop_failing_log_files", "quiet_failed_save_tracebacks"]
+__all__ = ["prepare_run", "train_fp16_runs_in_float32_on_cpu", "place_training_curves", "drop_failing_log_files", "quiet_failed_save_tracebacks",
+           "fold_config_and_model", "CONFIG_AND_MODEL_LOG", "quiet_known_warnings"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,3 +141,66 @@ def quiet_failed_save_tracebacks() -> None:
     source = logging.getLogger("fairseq.checkpoint_utils")
     if not any(isinstance(f, _FailedSaveFilter) for f in source.filters):
         source.addFilter(_FailedSaveFilter())
+
+
+CONFIG_AND_MODEL_LOG = "config_and_model.log"
+
+
+class _ConfigAndModelFilter(logging.Filter):
+    """fairseq's start-up log of the whole config and model printout: written to a file, one line in the log."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self.written = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from omegaconf import DictConfig
+        from torch import nn
+
+        if not isinstance(record.msg, (DictConfig, nn.Module)):
+            return True
+        what = "config" if isinstance(record.msg, DictConfig) else "model"
+        text = str(record.msg)
+        if what == "config":
+            with contextlib.suppress(Exception):  # YAML reads better than the dict's one line; either will do
+                from omegaconf import OmegaConf
+
+                text = OmegaConf.to_yaml(record.msg)
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(self.path, "a" if self.written else "w") as f:
+                f.write(f"# {what}\n{text}\n\n")
+            self.written = True
+        except OSError as err:
+            record.msg, record.args = f"the {what} ({len(text)} characters) not written to {self.path}: {err}", ()
+            return True
+        record.msg, record.args = f"the {what} is in {self.path}", ()
+        return True
+
+
+def fold_config_and_model(cfg: Any) -> None:
+    """fairseq's log of the whole config (one line of thousands of characters) and of the model goes to
+    ``RUN/config_and_model.log`` (the run folder: above ``checkpoint.save_dir`` when that is
+    ``checkpoints``); the log keeps one line naming the file."""
+    save_dir = os.path.abspath(cfg.checkpoint.save_dir)
+    run = os.path.dirname(save_dir) if os.path.basename(save_dir) == "checkpoints" else save_dir
+    source = logging.getLogger("fairseq_cli.train")
+    for old in [f for f in source.filters if isinstance(f, _ConfigAndModelFilter)]:
+        source.removeFilter(old)
+    source.addFilter(_ConfigAndModelFilter(os.path.join(run, CONFIG_AND_MODEL_LOG)))
+
+
+# Warnings every run printed that ask nothing of the user: hydra's change of working directory (the
+# recipes rely on it), pinned memory without a GPU, and fairseq's use of a deprecated autocast spelling.
+_KNOWN_WARNINGS = (
+    (UserWarning, "Future Hydra versions will no longer change working directory"),
+    (UserWarning, "'pin_memory' argument is set as true but no accelerator is found"),
+    (FutureWarning, re.escape("`torch.cuda.amp.autocast(args...)` is deprecated")),
+)
+
+
+def quiet_known_warnings() -> None:
+    """Silence the start-up warnings in :data:`_KNOWN_WARNINGS` (each by its message; others still show)."""
+    for category, message in _KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)

@@ -22,6 +22,8 @@ Correctness fixes (always installed):
   fp16/bf16 checkpoints keep the float32 master weights and the loss scaler's counters.
 * ``EpochBatchIterator.state_dict`` / ``load_state_dict`` (:mod:`.iterator_position`):
   the epoch position carries over to another number of processes.
+* ``Trainer.lr_step_update`` (:mod:`.lr_names`): each group's learning rate logged under a
+  readable name (``lr_block_3``) instead of the composite optimizer's hashed key.
 
 Speed replacements, bit-identical to fairseq's code on the CPU (:data:`SPEEDUPS_ENV`
 switches them off): ``optim.adam.Adam.step`` (:mod:`.adam`), and the
@@ -39,7 +41,7 @@ import os
 from typing import Any, Callable, Dict, Optional
 
 from .. import preemption, processes
-from . import adam, distributed, iterator_position, mixed_precision_speed, mixed_precision_state
+from . import adam, distributed, iterator_position, lr_names, mixed_precision_speed, mixed_precision_state
 from .originals import original, owner_of, remember
 from .pins import changed_sources
 
@@ -76,6 +78,7 @@ FIXES: Dict[str, Callable[..., Any]] = {
     "_FP16OptimizerMixin.load_state_dict": mixed_precision_state.load_state_dict,
     "EpochBatchIterator.state_dict": iterator_position.state_dict,
     "EpochBatchIterator.load_state_dict": iterator_position.load_state_dict,
+    "Trainer.lr_step_update": lr_names.lr_step_update,
 }
 SPEEDUPS: Dict[str, Callable[..., Any]] = {
     "Adam.step": adam.foreach_step,

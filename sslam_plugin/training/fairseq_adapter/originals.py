@@ -23,6 +23,7 @@ TARGETS: Dict[str, Tuple[str, str]] = {
     "_FP16OptimizerMixin.load_state_dict": ("fairseq.optim.fp16_optimizer", "_FP16OptimizerMixin.load_state_dict"),
     "EpochBatchIterator.state_dict": ("fairseq.data.iterators", "EpochBatchIterator.state_dict"),
     "EpochBatchIterator.load_state_dict": ("fairseq.data.iterators", "EpochBatchIterator.load_state_dict"),
+    "Trainer.lr_step_update": ("fairseq.trainer", "Trainer.lr_step_update"),
     "Adam.step": ("fairseq.optim.adam", "Adam.step"),
     "clip_grad_norm_": ("fairseq.utils", "clip_grad_norm_"),
     "_FP16OptimizerMixin._sync_fp16_grads_to_fp32": (

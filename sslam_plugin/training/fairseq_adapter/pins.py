@@ -54,6 +54,12 @@ PINNED: Dict[str, Tuple[str, str]] = {
     "fairseq.data.iterators:EpochBatchIterator.load_state_dict": (
         "a0f27922a05bd774fe5ff12711671250d24d209e59ace7a223d67209e15ba52c",
         f"{_ADAPTER}.iterator_position.load_state_dict"),
+    "fairseq.trainer:Trainer.lr_step_update": (
+        "18c85451355c1637094e514c457f4a26275120d40daaa9d92548ffd963bd920d",
+        f"{_ADAPTER}.lr_names.lr_step_update"),
+    "fairseq.optim.composite:FairseqCompositeOptimizer.__init__": (
+        "59e97e26ecb304f73b0916a107ab6171bdea0f9c7fb7e08c308e9af5e6f21746",
+        f"{_ADAPTER}.lr_names.composite_group_key (how the composite optimizer keys its groups)"),
     "fairseq.optim.adam:Adam.step": (
         "17702f9597e41a111d8fafd2cbe6eac3f5ba8aa637e4be53fab0efb0336c326c",
         f"{_ADAPTER}.adam.foreach_step"),
