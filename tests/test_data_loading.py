@@ -53,7 +53,12 @@ def test_a_renamed_field_is_an_error_naming_it(monkeypatch):
     itr = epoch_itr.next_epoch_itr(shuffle=False)
     next(itr)
     assert isinstance(itr._itr, BufferedIterator)
+    consumer = itr._itr._consumer
     del itr._itr._consumer  # as if fairseq had renamed it
     with pytest.raises(AttributeError, match=r"fairseq\.data\.iterators\.BufferedIterator has no field '_consumer' "
                                              r"any more.*review sslam_plugin\.training\.data_loading"):
         close_batch_iterator(epoch_itr)
+    # put it back and close, so that no prefetch thread outlives this test (later tests count them)
+    itr._itr._consumer = consumer
+    close_batch_iterator(epoch_itr)
+    assert not consumer.is_alive()
