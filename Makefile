@@ -17,7 +17,7 @@ $(VENV)/.stack:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip setuptools wheel
-	$(PIP) install torch==2.11.0 torchaudio==2.11.0 numpy cython soundfile safetensors tqdm matplotlib submitit tensorboard huggingface_hub pytest scikit-learn
+	$(PIP) install torch==2.11.0 torchaudio==2.11.0 numpy cython soundfile safetensors tqdm matplotlib submitit tensorboard huggingface_hub pytest scikit-learn h5py==3.16.0
 	# sound event detection scoring: the field's own event-F1 (sed_eval) and PSDS (sed_scores_eval) libraries
 	$(PIP) install sed_eval==0.2.1 sed_scores_eval==0.0.4
 	$(PIP) install --no-build-isolation fairseq-fixed==0.12.3.1
@@ -74,7 +74,7 @@ $(HEAR_VENV)/.installed: $(VENV)/.stack
 
 # Everything (what CI runs): reinstalls the package first if a source changed.
 test: venv $(HEAR_VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=30 tests
 
 # The edit loop: the core and unit tests, under 2 minutes on 2 cores (tests/conftest.py marks
 # the rest slow). Sets up .venv if there is none but never reinstalls: PYTHONPATH puts the
