@@ -5,13 +5,14 @@ Usage: ``python finetune_trajectory.py OUT.json FAIRSEQ_HYDRA_TRAIN_ARGS...``
 The same entry point as the console script (``fairseq_cli.hydra_train.cli_main``);
 three methods are wrapped read-only, as the official trajectory was recorded:
 
-- the classification criterion's ``forward`` (training batches): loss sum and sample size;
+- the classification criterion's ``forward`` (training batches): loss sum and sample size, and at the
+  first one (before any update) the classification head's weights (``head.*``, ``fc_norm.*``);
 - ``Trainer.clip_grad_norm``: the gradient norm;
 - ``CompositeOptimizer.step``: every trained parameter's lr and weight decay just
   before the step, by its name in the official fine-tuned layout.
 
 OUT.json: ``{"updates": [{"loss_sum", "sample_size", "gnorm", "lr": {name: lr},
-"weight_decay": {name: wd}}, ...]}``, written when training ends.
+"weight_decay": {name: wd}}, ...], "start_head": {name: nested list}}``, written when training ends.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ import sys
 from typing import Any, Dict, List
 
 
-def install_recorders(updates: List[Dict[str, Any]]) -> None:
+HEAD = ("head.", "fc_norm.")  # the classifier on the pooled encoder output, by its official names
+
+
+def install_recorders(updates: List[Dict[str, Any]], start_head: Dict[str, Any]) -> None:
     from fairseq.optim.composite import CompositeOptimizer
     from fairseq.trainer import Trainer
 
@@ -32,6 +36,9 @@ def install_recorders(updates: List[Dict[str, Any]]) -> None:
     criterion_forward = SSLAMClassificationCriterion.forward
 
     def forward(self, model, sample, reduce=True):
+        if model.training and not updates:  # the weights the first update starts from
+            start_head.update({name: value.tolist() for name, value in model.state_dict().items()
+                               if name.startswith(HEAD)})
         loss, sample_size, log = criterion_forward(self, model, sample, reduce)
         if model.training:
             updates.append({"loss_sum": float(loss), "sample_size": float(sample_size)})
@@ -67,7 +74,8 @@ def install_recorders(updates: List[Dict[str, Any]]) -> None:
 def main() -> None:
     out, args = sys.argv[1], sys.argv[2:]
     updates: List[Dict[str, Any]] = []
-    install_recorders(updates)
+    start_head: Dict[str, Any] = {}
+    install_recorders(updates, start_head)
     from fairseq_cli.hydra_train import cli_main
 
     sys.argv = ["fairseq-hydra-train", *args]
@@ -75,7 +83,7 @@ def main() -> None:
         cli_main()
     finally:
         with open(out, "w") as f:
-            json.dump({"updates": updates}, f)
+            json.dump({"updates": updates, "start_head": start_head}, f)
 
 
 if __name__ == "__main__":

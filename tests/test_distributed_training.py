@@ -318,7 +318,18 @@ def test_damaged_last_checkpoint_falls_back_to_the_newest_intact_one(demo_data, 
     fallback = run_dir / "checkpoints" / f"checkpoint_2_{STAGE1_UPDATES - 1}.pt"
     assert f"{last}: " in log and f"resuming from the newest intact checkpoint {fallback} instead" in log
     assert f"Loaded checkpoint {fallback} (epoch 2 @ {STAGE1_UPDATES - 1} updates)" in log
+    # It trained one update (the last) from the fallback's weights, optimizer state and update count:
+    # exactly the uninterrupted run's last update, so the same weights and Adam moments, bit for bit.
     assert_same_run(log, stage1["one"], LOSS_KEYS, STAGE1_UPDATES, STAGE1_UPDATES)
+    reference = stage1["one_dir"] / "checkpoints" / "checkpoint_last.pt"
+    assert last_update(run_dir) == STAGE1_UPDATES
+    assert_weights_equal(last, reference)
+    resumed, uninterrupted = (load(path)["last_optimizer_state"] for path in (last, reference))
+    moments = [(group, index, name) for group, optim in uninterrupted.items() for index, state in optim["state"].items()
+               for name in ("exp_avg", "exp_avg_sq")]
+    assert len(moments) > 20
+    for group, index, name in moments:
+        assert torch.equal(resumed[group]["state"][index][name], uninterrupted[group]["state"][index][name])
 
 
 def test_preempted_stage2_resumes_exactly_and_never_restarts_from_stage1(demo_data, stage2):

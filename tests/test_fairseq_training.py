@@ -152,11 +152,25 @@ def test_stage2_continues_from_our_stage1(demo_data, straight_run):
     straight_dir, _ = straight_run
     stage1 = straight_dir / "checkpoints" / "checkpoint_last.pt"
     relative = stage1.relative_to(demo_data)  # resolved against the launch folder, not hydra's run dir
+    run_dir = demo_data / "stage2_ours"
     log = train(
-        demo_data, demo_data / "stage2_ours", 3, f"checkpoint.continue_once={relative}", config="demo_stage2"
+        demo_data, run_dir, 3, f"checkpoint.continue_once={relative}", "checkpoint.save_interval_updates=1",
+        config="demo_stage2",
     )
     assert "starting from the weights of" in log and f"Loaded checkpoint {stage1}" in log
     assert sorted(logged(log, "loss")) == [1, 2, 3]  # a fresh schedule, not update 10
+    # Stage 2 starts from stage 1's final encoder. fairseq's warm-up starts at lr 0 (the lr logged at update
+    # k is the one update k + 1 uses), so update 1 leaves the weights as loaded: its checkpoint holds the
+    # starting encoder exactly; update 2 then moves it.
+    start = torch.load(stage1, map_location="cpu", weights_only=False)["model"]
+    saved = {u: torch.load(run_dir / "checkpoints" / f"checkpoint_1_{u}.pt", map_location="cpu", weights_only=False)
+             for u in (1, 2)}
+    assert [saved[u]["optimizer_history"][-1]["num_updates"] for u in (1, 2)] == [1, 2]
+    encoder = [k for k in start if k.startswith(("blocks.", "modality_encoders.IMAGE.")) and ".decoder." not in k]
+    assert len(encoder) > 20 and all(k in saved[1]["model"] for k in encoder)
+    for name in encoder:
+        assert torch.equal(saved[1]["model"][name], start[name]), f"{name}: stage 2 did not start from stage 1's"
+    assert not torch.equal(saved[2]["model"]["blocks.0.attn.qkv.weight"], start["blocks.0.attn.qkv.weight"])
     for key in STAGE2_TERMS + ("mixed_fraction",):
         assert len(logged(log, key)) == 3, key
     assert all(0 < v < 1 for v in logged(log, "mixed_fraction").values())

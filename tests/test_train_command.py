@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -59,3 +60,55 @@ def test_the_command_trains_as_fairseq_hydra_train_does(demo_data):
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
     assert "num_updates=2" in log and (demo_data / "wrapped" / "checkpoints" / "checkpoint_last.pt").is_file()
+    # hydra's and fairseq's start-up lines (printed before the run's log exists) are in the run's log, not on
+    # the terminal (fairseq prints its tensorboardX line only where tensorboardX is missing)
+    run_log = (demo_data / "wrapped" / "hydra_train.log").read_text()
+    missing_tensorboardx = importlib.util.find_spec("tensorboardX") is None
+    for line in START_UP_LINES[: 3 if missing_tensorboardx else 2]:
+        assert line not in log, log[:3000]
+        assert line in run_log, run_log[:3000]
+    assert run_log.index(START_UP_LINES[0]) < run_log.index("num_updates=1")  # written when the run starts
+
+
+START_UP_LINES = (
+    "The version_base parameter is not specified",  # hydra, when fairseq_cli.hydra_train is imported
+    "'demo_stage1' is validated against ConfigStore schema with the same name",  # hydra, composing the recipe
+    "Please install tensorboardX",  # fairseq, importing its text-to-speech task
+)
+
+
+def test_the_start_up_output_held_back_is_written_and_other_warnings_still_show(tmp_path, capsys):
+    """In-process: what is held goes to the run's log file; other warnings and errors show as before."""
+    import logging
+    import warnings
+
+    from sslam_plugin.cli import train
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers[:] = []
+    shown_warnings = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda message, *rest, **kw: shown_warnings.append(str(message))
+            original = warnings.showwarning
+            train.hold_start_up_output()
+            logging.getLogger("fairseq.tasks.text_to_speech").info("Please install tensorboardX")
+            logging.getLogger("fairseq.somewhere").error("a real error")
+            warnings.warn("The version_base parameter is not specified.", UserWarning)
+            warnings.warn("something else", UserWarning)
+            assert shown_warnings == ["something else"]
+            shown = capsys.readouterr().err
+            assert "ERROR:fairseq.somewhere:a real error" in shown and "tensorboardX" not in shown
+            root.handlers[:] = [logging.FileHandler(tmp_path / "run.log")]
+            train.write_start_up_output()
+            root.handlers[0].close()
+            assert warnings.showwarning is original  # warnings show as before from here on
+        written = (tmp_path / "run.log").read_text()
+        assert "Please install tensorboardX" in written
+        assert "The version_base parameter is not specified" in written
+        assert "a real error" not in written and "something else" not in written
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
