@@ -16,13 +16,14 @@ Dimensions: B = clips, C = channels (1), T = frames, M = mel bins, K = classes, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
 
 __all__ = [
     "roll_and_scale",
+    "RollAndScale",
     "roll_frames",
     "noise_and_shift",
     "mixup",
@@ -51,6 +52,28 @@ def roll_and_scale(waveform: torch.Tensor, rng: np.random.Generator) -> torch.Te
     shift = int(rng.integers(waveform.numel()))
     gain = float(rng.beta(10.0, 10.0)) + 0.5
     return torch.roll(waveform, shift) * gain
+
+
+class RollAndScale:
+    """:func:`roll_and_scale` as a waveform transform whose draws can be made from the clip's length alone.
+
+    ``make_rng`` gives a fresh Generator for each clip read, so a substitute clip read after a failure
+    gets the same draws. Knowing the shift before reading lets a long clip be read only where the crop
+    looks (:mod:`sslam_plugin.data.rolled_crop`); calling the object on a whole waveform is
+    :func:`roll_and_scale` with the same draws.
+    """
+
+    def __init__(self, make_rng: Callable[[], np.random.Generator]):
+        self.make_rng = make_rng
+
+    def draw(self, num_samples: int) -> Tuple[int, float]:
+        """(shift, gain) for a waveform of ``num_samples`` samples, drawn as :func:`roll_and_scale` does."""
+        rng = self.make_rng()
+        shift = int(rng.integers(num_samples))
+        return shift, float(rng.beta(10.0, 10.0)) + 0.5
+
+    def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
+        return roll_and_scale(waveform, self.make_rng())
 
 
 def roll_frames(fbank: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:

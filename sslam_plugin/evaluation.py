@@ -44,7 +44,7 @@ class SplitResult:
 
 def labelled_targets(manifest: Manifest, lbl_path: Union[str, Path], labels: LabelSet) -> torch.Tensor:
     """(N, C) multi-hot targets of the manifest's clips, in manifest order."""
-    indices = labels_for_files(manifest.files, read_clip_labels(lbl_path, labels), str(lbl_path))
+    indices = labels_for_files(manifest.files, read_clip_labels(lbl_path, labels), str(lbl_path), root=manifest.root)
     return torch.stack([multi_hot(i, len(labels)) for i in indices])
 
 

@@ -155,3 +155,20 @@ def test_bad_clip_is_reported_and_retried(extract, checkpoint, audio, tmp_path, 
     assert extract([str(checkpoint), str(audio), str(out), *common()]) == 1
     assert "1 failed" in capsys.readouterr().out
     assert "broken.npy" not in outputs(out) and len(outputs(out)) == 5
+
+
+def test_packed_manifest_outputs_are_named_by_clip_and_equal_the_loose_ones(extract, checkpoint, audio, tmp_path):
+    """Every clip of a zip shard shares the archive's path: outputs go by the member's clip id."""
+    from sslam_plugin.data.packing import pack_manifest
+
+    manifest = tmp_path / "clips.tsv"
+    manifest.write_text(f"{audio}\na.wav\t8000\nsub/c.wav\t25600\nsub/d.flac\t17600\n")
+    pack_manifest(manifest, tmp_path / "packed", shard_size=10)
+    packed_lines = (tmp_path / "packed" / "clips.tsv").read_text().splitlines()[1:]
+    assert all(".zip:" in line for line in packed_lines)  # one shard, three entries
+    loose, packed = tmp_path / "loose_out", tmp_path / "packed_out"
+    assert extract([str(checkpoint), str(manifest), str(loose), *common()]) == 0
+    assert extract([str(checkpoint), str(tmp_path / "packed" / "clips.tsv"), str(packed), *common()]) == 0
+    assert outputs(packed) == outputs(loose) == ["a.npy", "sub/c.npy", "sub/d.npy"]
+    for name in outputs(loose):
+        assert np.array_equal(np.load(packed / name), np.load(loose / name)), name

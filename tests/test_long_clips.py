@@ -11,6 +11,7 @@ from broken_audio import write
 from sslam_plugin.data import load_audio
 from sslam_plugin.data.manifest import Manifest
 from sslam_plugin.data.robust import RobustClipReader, crop_read_frames, crop_samples
+from sslam_plugin.augment import RollAndScale
 from sslam_plugin.features import FbankConfig, resample_to, waveform_to_features
 
 CFG = FbankConfig(target_length=128)  # 20720 samples at 16 kHz, 1.295 s
@@ -98,3 +99,82 @@ def test_a_transform_reads_the_whole_clip(tmp_path):
 
     reader_of(path).features(0, record)
     assert lengths == [6 * rate]
+
+
+# ---- the fine-tuning roll: a long clip is read where the rolled crop looks
+
+
+class FixedRoll(RollAndScale):
+    """The roll with chosen draws: a shift as a fraction of the clip, a gain."""
+
+    def __init__(self, fraction: float, gain: float = 1.25):
+        super().__init__(lambda: None)
+        self.fraction, self.gain, self.drawn = fraction, gain, []
+
+    def draw(self, num_samples):
+        self.drawn.append(num_samples)
+        return int(self.fraction * (num_samples - 1)), self.gain
+
+    def __call__(self, waveform):
+        shift, gain = self.draw(waveform.numel())
+        return torch.roll(waveform, shift) * gain
+
+
+def rolled_reference(path, roll: RollAndScale):
+    """What the official roll does: the whole clip decoded, resampled, rolled, scaled, then cropped."""
+    whole, rate = load_audio(path)
+    return waveform_to_features(whole, rate, CFG, roll), resample_to(whole, rate)
+
+
+@pytest.mark.parametrize("rate", [16000, 44100, 8000])
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.999])  # 0.999: the shift is shorter than the crop (two ranges)
+def test_a_rolled_long_clip_reads_only_the_crop_and_gives_the_whole_reads_samples(tmp_path, monkeypatch, rate, fraction):
+    import sslam_plugin.data.rolled_crop as rolled_crop
+
+    path = write(tmp_path / f"long_{rate}.flac", noise(rate, 8.0), rate, subtype="PCM_24")
+    keep = crop_samples(CFG)
+    expected, whole16 = rolled_reference(path, FixedRoll(fraction))
+    shift = int(fraction * (len(whole16) - 1))
+    read = []
+    real = rolled_crop.load_audio_ranges
+
+    def spy(p, choose):
+        pieces, r = real(p, choose)
+        read.append(sum(len(x) for x in pieces))
+        return pieces, r
+
+    monkeypatch.setattr(rolled_crop, "load_audio_ranges", spy)
+    roll = FixedRoll(fraction)
+    waveform, got_rate, transform = rolled_crop.read_rolled(path, keep, roll)
+    assert roll.drawn == [len(whole16)]  # drawn from the resampled length, as the whole read's roll is
+    assert got_rate == 16000 and read[0] < 8.0 * rate / 3
+    # the kept samples, unrolled into place, are the whole read's, bit for bit
+    assert torch.equal(waveform, torch.roll(whole16, shift)[:keep])
+    assert torch.equal(transform(waveform), waveform * 1.25)
+    got = RobustClipReader(reader_of(path).manifest, CFG).features(0, FixedRoll(fraction))
+    assert torch.allclose(got, expected, rtol=0, atol=5e-4)
+
+
+def test_a_rolled_clip_that_cannot_seek_exactly_is_read_whole(tmp_path):
+    rate = 16000
+    path = tmp_path / "long.ogg"
+    sf.write(str(path), noise(rate, 8.0), rate, format="OGG", subtype="VORBIS")
+    expected, _ = rolled_reference(path, FixedRoll(0.5))
+    assert torch.equal(reader_of(path).features(0, FixedRoll(0.5)), expected)
+
+
+def test_a_rolled_short_clip_is_the_whole_reads_roll(tmp_path):
+    rate = 44100
+    path = write(tmp_path / "short.wav", noise(rate, 2.0), rate, subtype="FLOAT")
+    expected, _ = rolled_reference(path, FixedRoll(0.3))
+    assert torch.equal(reader_of(path).features(0, FixedRoll(0.3)), expected)
+
+
+def test_the_roll_draws_as_the_official_augmentation():
+    from sslam_plugin.augment import roll_and_scale
+
+    x = torch.randn(1000)
+    roll = RollAndScale(lambda: np.random.default_rng(7))
+    assert torch.equal(roll(x), roll_and_scale(x, np.random.default_rng(7)))
+    shift, gain = roll.draw(1000)
+    assert torch.equal(roll(x), torch.roll(x, shift) * gain)

@@ -40,7 +40,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sslam_plugin.data import AudioLoadError, ManifestError, read_manifest
+from sslam_plugin.data.labels import path_clip_id
+from sslam_plugin.data.packed_audio import parse_entry
 from sslam_plugin.data.robust import failure_reason
+from sslam_plugin.data.row_tables import StringTable
 from sslam_plugin.data.scan import AUDIO_EXTENSIONS
 from sslam_plugin.checkpoints import DTYPES, CheckpointError
 from sslam_plugin.features import FbankConfig
@@ -60,6 +63,9 @@ SETTINGS_THAT_MATTER = ("granularity", "utterance_pooling", "long_clips", "trim_
 class Clip:
     path: Path  # the audio file
     name: str  # relative posix path, names its output
+    # a packed entry (archive.zip:offset:length, part.h5/id) names its output by its clip id instead:
+    # every clip of a shard shares the archive's path
+    stem: Optional[str] = None
 
 
 @dataclass
@@ -80,15 +86,20 @@ def list_clips(source: Path, extensions: Sequence[str]) -> List[Clip]:
         return [Clip(source, source.name)]
     if source.is_file():
         manifest = read_manifest(source)
-        return [Clip(manifest.full_path(i), PurePosixPath(f).as_posix()) for i, f in enumerate(manifest.files)]
+        return [
+            Clip(manifest.full_path(i), PurePosixPath(f).as_posix(),
+                 path_clip_id(f, manifest.root) if parse_entry(f, look=False) is not None else None)
+            for i, f in enumerate(manifest.files)
+        ]
     raise FileNotFoundError(f"{source}: no such file or folder")
 
 
-def output_name(name: str) -> PurePosixPath:
-    rel = PurePosixPath(name)
+def output_name(name: str, stem: Optional[str] = None) -> PurePosixPath:
+    """``name`` with ``.npy`` for its extension, or ``stem`` + ``.npy`` when given (a packed entry's clip id)."""
+    rel = PurePosixPath(stem if stem is not None else name)
     if rel.is_absolute() or ".." in rel.parts:
         raise ValueError(f"clip path {name!r} would be written outside OUTPUT_DIR; use paths relative to the root")
-    return rel.with_suffix(".npy")
+    return rel.with_name(rel.name + ".npy") if stem is not None else rel.with_suffix(".npy")
 
 
 def plan_units(clips: Sequence[Clip], out_dir: Path, shard_size: int) -> List[Unit]:
@@ -99,7 +110,7 @@ def plan_units(clips: Sequence[Clip], out_dir: Path, shard_size: int) -> List[Un
         ]
     units, seen = [], {}
     for i, clip in enumerate(clips):
-        rel = output_name(clip.name)
+        rel = output_name(clip.name, clip.stem)
         if rel in seen:
             raise ValueError(f"{clip.name} and {clips[seen[rel]].name} would both be written to {rel}; rename one")
         seen[rel] = i
@@ -111,20 +122,22 @@ class ClipDataset(Dataset):
     """Decodes clips and computes their fbank windows (in DataLoader workers)."""
 
     def __init__(self, clips: Sequence[Tuple[int, Clip]], frontend: FbankConfig, long_clips: str):
-        self.clips = list(clips)
+        # packed, not a Clip object per row: the workers share these instead of copying them
+        self.indices = np.fromiter((i for i, _ in clips), dtype=np.int64, count=len(clips))
+        self.paths = StringTable.from_strings(str(clip.path) for _, clip in clips)
         self.frontend = frontend
         self.long_clips = long_clips
 
     def __len__(self) -> int:
-        return len(self.clips)
+        return len(self.indices)
 
     def __getitem__(self, item: int) -> Tuple[int, Union[ClipWindows, str]]:
-        index, clip = self.clips[item]
+        index, path = int(self.indices[item]), Path(self.paths[item])
         try:
             # only what the windows use is decoded: a crop reads a long file's start, windows stream it
-            return index, read_clip_windows(clip.path, self.frontend, self.long_clips)
+            return index, read_clip_windows(path, self.frontend, self.long_clips)
         except (AudioLoadError, ValueError, RuntimeError) as err:  # NaN / Inf samples: AudioLoadError
-            return index, f"{clip.path}: {failure_reason(err, str(clip.path))}"
+            return index, f"{path}: {failure_reason(err, str(path))}"
 
 
 # ----------------------------------------------------------------- outputs

@@ -11,6 +11,11 @@ task.min_sample_size, 10000 = 0.625 s in the recipes; compared after
 resampling, the same for every rate) are warned about: pre-training leaves
 them out. The rates read are kept in {split}.rates for that filter.
 
+Packed clips (zip entries archive.zip:OFFSET:LENGTH, HDF5 entries part.h5/CLIP_ID)
+are checked the same way: a missing archive is "missing", a damaged member
+(past the archive's end, not audio, an absent dataset) "unreadable"; labels
+are matched by the member's name or the CLIP_ID.
+
 Exit status: 0 when no errors were found (warnings allowed), 1 otherwise
 (a manifest that cannot be read included), 2 for a usage error.
 

@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..augment import noise_and_shift, roll_and_scale, roll_frames
+from ..augment import RollAndScale, noise_and_shift, roll_frames
 from ..features import FbankConfig, WaveformTransform
 from .labels import LabelSet, labels_for_files, multi_hot, read_clip_labels
 from .manifest import read_manifest
 from .robust import RobustClipReader, preflight_check
+from .row_tables import IntListTable
 
 __all__ = ["LabelledClips", "load_labelled_split", "read_sample_weights", "check_sample_count"]
 
@@ -62,7 +63,7 @@ class LabelledClips(torch.utils.data.Dataset):
     def __init__(
         self,
         manifest,
-        labels: List[List[int]],
+        labels: Sequence[Sequence[int]],
         num_classes: int,
         fbank: FbankConfig,
         training: bool,
@@ -73,7 +74,8 @@ class LabelledClips(torch.utils.data.Dataset):
         noise: bool = False,
     ):
         super().__init__()
-        self.labels = labels
+        # packed: the workers read it for every item (a list of lists would be copied into each of them)
+        self.labels = labels if isinstance(labels, IntListTable) else IntListTable.from_lists(labels)
         self.num_classes = num_classes
         self.roll = roll
         self.roll_fbank = roll_fbank
@@ -107,8 +109,8 @@ class LabelledClips(torch.utils.data.Dataset):
     def _waveform_transform(self, index: int) -> Optional[WaveformTransform]:
         if not self.roll or self.roll_fbank:
             return None
-        # a fresh Generator per call: a substitute clip read after a failure gets the same draws
-        return lambda waveform: roll_and_scale(waveform, self._roll_rng(index))
+        # a fresh Generator per read: a substitute clip read after a failure gets the same draws
+        return RollAndScale(lambda: self._roll_rng(index))
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         read = self.reader.read(index, self._waveform_transform(index))
@@ -177,8 +179,8 @@ def load_labelled_split(
     manifest_path = os.path.join(folder, f"{split}.tsv")
     manifest = read_manifest(manifest_path)
     lbl_path = os.path.join(folder, f"{split}.lbl")
-    clip_labels = labels_for_files(manifest.files, read_clip_labels(lbl_path, labels), lbl_path)
-    if not multilabel and any(len(lab) != 1 for lab in clip_labels):
+    clip_labels = labels_for_files(manifest.files, read_clip_labels(lbl_path, labels), lbl_path, root=manifest.root)
+    if not multilabel and np.any(clip_labels.lengths() != 1):
         raise ValueError(f"{lbl_path}: task.multilabel=false needs exactly one label per clip")
     preflight_check(manifest, fbank)
     if roll_fbank and not roll and training:

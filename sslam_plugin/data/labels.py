@@ -9,11 +9,14 @@ where those are unique, just its file name without extension.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
+
+from .row_tables import IntListTable
 
 __all__ = ["Label", "placeholder_labels", "are_placeholders", "LabelSet", "read_label_descriptors", "read_clip_labels", "clip_id", "path_clip_id", "clip_label_key", "labels_for_files", "multi_hot"]
 
@@ -109,46 +112,82 @@ def read_label_descriptors(path: Union[str, Path]) -> LabelSet:
 # The one clip-id rule of .lbl files (written by the converters, read by training, evaluation and
 # validation): a clip is named by its file name without folder or extension, or, where file names
 # repeat across folders, by its relative path without extension. Readers try the path first.
+# A packed clip goes by the name it was packed under: a zip entry (archive.zip:OFFSET:LENGTH) by
+# the name of the member its offset points at (sslam-pack names members by the clips' paths), an
+# HDF5 entry (part.h5/CLIP_ID) by its CLIP_ID. Naming a zip member reads the archive's directory
+# (once per archive and process), found under ``root`` (the manifest's root) when given.
 
 
-def path_clip_id(relative_path: str) -> str:
+def _packed_name(path: str, root: Optional[Union[str, Path]]) -> Optional[Tuple[str, bool]]:
+    """(name, whether it ends in an extension to drop) of a packed entry; None for a plain path."""
+    from .packed_audio import H5Entry, ZipEntry, parse_entry
+    from .scan import AUDIO_EXTENSIONS
+    from .zip_members import zip_member_name
+
+    entry = parse_entry(os.path.join(root, path) if root is not None else path)
+    if isinstance(entry, ZipEntry):
+        member = zip_member_name(entry)
+        return (member, True) if member else (path, False)  # unknown member: the entry names itself
+    if isinstance(entry, H5Entry):
+        return entry.key, entry.key.rsplit(".", 1)[-1].lower() in AUDIO_EXTENSIONS
+    return None
+
+
+def path_clip_id(relative_path: str, root: Optional[Union[str, Path]] = None) -> str:
     """Manifest entry -> its relative path without extension (``yes/0a7c.wav`` -> ``yes/0a7c``):
-    the clip id where file names repeat across folders."""
+    the clip id where file names repeat across folders. A packed entry: that of its member name or
+    HDF5 dataset (see above)."""
     path = relative_path.replace("\\", "/")
+    strip = True
+    if ":" in path or "5/" in path:  # cheap test before the packed-entry patterns (.zip:, .h5/, .hdf5/)
+        packed = _packed_name(path, root)
+        if packed is not None:
+            path, strip = packed
+            path = path.replace("\\", "/")
     folder, _, name = path.rpartition("/")
-    stem = name.rsplit(".", 1)[0] if "." in name else name
+    stem = name.rsplit(".", 1)[0] if strip and "." in name else name
     return f"{folder}/{stem}" if folder else stem
 
 
-def clip_id(relative_path: str) -> str:
+def clip_id(relative_path: str, root: Optional[Union[str, Path]] = None) -> str:
     """Manifest entry -> clip id (file name without folder or extension: ``yes/0a7c.wav`` -> ``0a7c``)."""
-    return path_clip_id(relative_path).rsplit("/", 1)[-1]
+    return path_clip_id(relative_path, root).rsplit("/", 1)[-1]
 
 
-def clip_label_key(relative_path: str, by_clip: Mapping[str, T]) -> Optional[str]:
+def clip_label_key(relative_path: str, by_clip: Mapping[str, T], root: Optional[Union[str, Path]] = None) -> Optional[str]:
     """The key of ``by_clip`` (clip id -> labels) naming a manifest entry: its :func:`path_clip_id`,
-    else its :func:`clip_id`; None when neither is there."""
-    for key in (path_clip_id(relative_path), clip_id(relative_path)):
+    else its :func:`clip_id`, else (a packed entry) the entry or its last part; None when none is there."""
+    path = path_clip_id(relative_path, root)
+    # a packed entry named while its archive could not be read goes by the entry itself (or its last part)
+    packed = (relative_path, relative_path.rsplit("/", 1)[-1]) if ":" in relative_path or "5/" in relative_path else ()
+    for key in (path, path.rsplit("/", 1)[-1], *packed):
         if key in by_clip:
             return key
     return None
 
 
-def labels_for_files(files: Sequence[str], by_clip: Dict[str, List[int]], source: str) -> List[List[int]]:
+def labels_for_files(files: Sequence[str], by_clip: Dict[str, List[int]], source: str,
+                     root: Optional[Union[str, Path]] = None) -> IntListTable:
     """Class indices of each manifest entry, matched by path without extension, else by file name.
 
+    Packed (:class:`~.row_tables.IntListTable`: ``table[i]`` is a list of ``int``) because
+    datasets keep it for the whole run, shared with their DataLoader workers. ``root``: the
+    manifest's root, where packed entries' archives are found (:func:`clip_label_key`).
     Raises ValueError naming ``source`` and the first entry without labels.
     """
     out: List[List[int]] = []
-    missing: List[str] = []
+    missing = 0
+    first_missing = ""
     for rel in files:
-        key = clip_label_key(rel, by_clip)
+        key = clip_label_key(rel, by_clip, root)
         if key is None:
-            missing.append(rel)
+            missing += 1
+            if missing == 1:
+                first_missing = rel
         out.append(by_clip[key] if key is not None else [])
     if missing:
-        raise ValueError(f"{source}: {len(missing)} clips have no labels (first: {missing[0]!r})")
-    return out
+        raise ValueError(f"{source}: {missing} clips have no labels (first: {first_missing!r})")
+    return IntListTable.from_lists(out)
 
 
 def read_clip_labels(path: Union[str, Path], labels: LabelSet) -> Dict[str, List[int]]:

@@ -264,7 +264,7 @@ def _read_sources(manifest_path: Path, labels_path: Path, descriptors: Path, rat
     rejected: List[Tuple[str, str]] = []
     for index, rel in enumerate(manifest.files):
         try:
-            clip_labels = labels_for_files([rel], by_clip, str(labels_path))[0]
+            clip_labels = labels_for_files([rel], by_clip, str(labels_path), root=manifest.root)[0]
         except ValueError:
             rejected.append((rel, f"no line in {labels_path.name}"))
             continue

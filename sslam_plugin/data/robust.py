@@ -7,12 +7,15 @@ case                                                     what happens
 =======================================================  ==========================================
 manifest missing or malformed                            error before training (file and line named)
 audio root (first manifest line) does not exist          error before training
+archive of packed clips (zip shard, HDF5 file) missing   error before training (the archive named)
 more than ``max_failed_fraction`` of a sample of clips   error before training (wrong root, unmounted
 fails (the pre-flight check)                             disk, wrong file type: every clip would fail)
 clip missing since the manifest was written              skip and substitute, counted and listed
 clip that cannot be decoded (corrupt, truncated, not     skip and substitute, counted and listed
 audio)
 empty clip (0 bytes, 0 frames)                           skip and substitute, counted and listed
+damaged archive member (bytes that do not decode, past   skip and substitute, counted and listed
+the archive's end, an absent HDF5 dataset)
 NaN or Inf samples                                       skip and substitute, counted and listed
 shorter than one 25 ms analysis window                   skip and substitute, counted and listed
 ``max_substitutions + 1`` failures in a row              error: storage has most likely gone away
@@ -46,7 +49,7 @@ features instead, and reports the failure the same way.
 from __future__ import annotations
 
 import logging
-import math
+import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -61,8 +64,11 @@ from ..features import (
     resample_to,
     waveform_to_features,
 )
+from ..augment import RollAndScale
 from .audio import AudioLoadError, load_audio
 from .manifest import Manifest, ManifestError
+from .packed_audio import archives_of, close_packed_handles
+from .rolled_crop import read_rolled, samples_for_16k_range
 
 __all__ = [
     "ClipFailure",
@@ -115,19 +121,8 @@ def crop_samples(cfg: FbankConfig) -> int:
 
 def crop_read_frames(samples: int, sample_rate: int) -> int:
     """Samples at ``sample_rate`` to read so that resampling them gives the first ``samples`` 16 kHz samples
-    exactly as resampling the whole file would.
-
-    The resampler's output ``t`` depends on the input samples within its sinc
-    filter around ``t * rate / 16000`` (:mod:`sslam_plugin.features`: 6 zero
-    crossings of the lower rate on each side); reading a margin of twice that
-    past the last needed input keeps the cut from touching any output we keep.
-    """
-    if sample_rate == SAMPLE_RATE:
-        return samples
-    gcd = math.gcd(sample_rate, SAMPLE_RATE)
-    orig, new = sample_rate // gcd, SAMPLE_RATE // gcd
-    filter_width = math.ceil(6 * orig / (0.99 * min(orig, new)))  # torchaudio's default sinc filter, in samples
-    return -(-samples // new) * orig + 2 * (filter_width + orig)
+    exactly as resampling the whole file would (:func:`~.rolled_crop.samples_for_16k_range`)."""
+    return samples_for_16k_range(0, samples, sample_rate, sys.maxsize)[1]
 
 
 def failure_reason(err: Exception, path: str) -> str:
@@ -179,10 +174,13 @@ class RobustClipReader:
         """
         path = self.manifest.full_path(index)
         keep = crop_samples(self.fbank)
+        if isinstance(transform, RollAndScale):  # the fine-tuning roll: read where the rolled crop looks
+            waveform, sample_rate, transform = read_rolled(path, keep, transform)
+            return self._features(path, waveform, sample_rate, transform)
         limits: List[Optional[int]] = []
 
         def limit(rate: int, frames: int) -> Optional[int]:
-            # a transform (the fine-tuning roll) reaches the whole clip; else a long clip is read as far as used
+            # another transform may reach the whole clip; else a long clip is read as far as used
             needed = crop_read_frames(keep, rate)
             limits.append(needed if transform is None and frames > 2 * needed else None)
             return limits[-1]
@@ -190,6 +188,9 @@ class RobustClipReader:
         waveform, sample_rate = load_audio(path, limit)  # (time,) mono at the file's rate
         if limits and limits[0] is not None:  # cut after resampling: the kept samples are the whole file's
             waveform, sample_rate = resample_to(waveform, sample_rate)[:keep], SAMPLE_RATE
+        return self._features(path, waveform, sample_rate, transform)
+
+    def _features(self, path, waveform: torch.Tensor, sample_rate: int, transform: Optional[WaveformTransform]):
         try:
             return waveform_to_features(waveform, sample_rate, self.fbank, transform)
         except ValueError as err:  # e.g. shorter than one analysis window
@@ -260,9 +261,10 @@ def preflight_check(
 ) -> List[ClipFailure]:
     """Fail fast, before training, when a manifest cannot work at all.
 
-    Checks that the audio root exists, then fully reads ``num_clips`` clips
+    Checks that the audio root and every archive of packed clips (zip shards, HDF5 files) exist, then
+    fully reads ``num_clips`` clips
     spread evenly over the manifest. Raises :class:`ManifestError` naming the
-    manifest and example reasons when the root is missing or more than
+    manifest and example reasons when the root or an archive is missing or more than
     ``max_failed_fraction`` of them fail; otherwise returns the failures
     (a few broken files are expected in a large collection).
     """
@@ -271,6 +273,13 @@ def preflight_check(
             f"{manifest.path}: the audio root {manifest.root} (its first line) does not exist; fix that line, "
             "mount the storage, or regenerate the manifest with scripts/prepare_manifest.py"
         )
+    for archive, clips in archives_of(manifest.files).items():  # packed clips: every archive must be there
+        full = manifest.root / archive
+        if not full.exists():
+            raise ManifestError(
+                f"{manifest.path}: the archive {full}, holding {clips} of its clips, is missing (file not found); "
+                "mount the storage, fix the root line, or write the shards again with sslam-pack"
+            )
     if num_clips <= 0 or len(manifest) == 0:
         return []
     indices = sorted(set(np.linspace(0, len(manifest) - 1, min(num_clips, len(manifest))).round().astype(int).tolist()))
@@ -281,6 +290,7 @@ def preflight_check(
             reader._try(index)
         except _KnownBad as bad:
             failures.append(bad.failure)
+    close_packed_handles()  # DataLoader workers open their own
     if len(failures) > max_failed_fraction * len(indices):
         examples = "; ".join(f"{f.path}: {f.reason}" for f in failures[:3])
         raise ManifestError(

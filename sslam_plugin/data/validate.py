@@ -1,7 +1,8 @@
 """Checking a manifest ahead of a long run.
 
 Errors (clips training would have to replace, or files that do not fit
-together): missing, empty, unreadable or zero-length clips, clips shorter than
+together): missing, empty, unreadable or zero-length clips (packed clips,
+:mod:`sslam_plugin.data.packed_audio`: a missing archive, a damaged member), clips shorter than
 one 25 ms analysis window, NaN/Inf samples or decoding failures (with
 ``decode=True``), and, when ``{split}.lbl`` / ``label_descriptors.csv`` /
 ``{split}_weights.csv`` lie beside the manifest, clips without a label line,
@@ -159,7 +160,7 @@ def _check_labels(manifest: Manifest, report: ValidationReport) -> None:
                     ClipProblem(0, str(lbl), "error", f"unknown labels {unknown} at line {lineno} (not in {descriptors.name})")
                 )
         for i, rel in enumerate(manifest.files):
-            if clip_label_key(rel, labels_of) is None:
+            if clip_label_key(rel, labels_of, manifest.root) is None:
                 report.problems.append(ClipProblem(i + 2, rel, "error", f"no label line in {lbl.name}"))
     if weights.is_file():
         count = sum(1 for line in weights.read_text(encoding="utf-8").splitlines() if line.strip())

@@ -12,10 +12,12 @@ import logging
 from dataclasses import replace
 from typing import Dict, List
 
+import numpy as np
 import torch
 
 from ..data.labels import LabelSet
 from ..data.robust import RobustClipReader, preflight_check
+from ..data.row_tables import IntListTable, StringTable
 from ..features import FbankConfig
 from .data_folder import read_detection_split
 from .targets import FrameGrid, clip_target, frame_targets, window_events
@@ -39,14 +41,15 @@ class DetectionClips(torch.utils.data.Dataset):
         manifest = split["manifest"]
         if len(keep) < len(manifest):
             logger.info("%s: %d unlabelled clips left out (no loss uses them)", manifest.path, len(manifest) - len(keep))
-        self.manifest = replace(manifest, files=[manifest.files[i] for i in keep],
-                                num_samples=[manifest.num_samples[i] for i in keep])
-        self.clip_ids = [split["clip_ids"][i] for i in keep]
-        self.strong = [split["kinds"][i] == "strong" for i in keep]
-        self.events = [split["events"][i] for i in keep]
-        self.weak = [split["weak"][i] for i in keep]
+        # packed, not a Python object per clip: DataLoader workers share these instead of copying them
+        self.manifest = replace(manifest, files=manifest.files.take(keep), num_samples=manifest.num_samples[keep])
+        self.clip_ids = StringTable.from_strings(split["clip_ids"][i] for i in keep)
+        self.strong = np.array([split["kinds"][i] == "strong" for i in keep], dtype=bool)
+        self.events = {row: split["events"][i] for row, i in enumerate(keep) if self.strong[row]}  # strong clips only
         self.labels = labels
         self.index = labels.index()
+        self.label_ids = labels.ids
+        self.weak = IntListTable.from_lists([self.index[label] for label in split["weak"][i]] for i in keep)
         self.grid = grid
         self.reader = RobustClipReader(self.manifest, fbank, seed=seed, policy="substitute" if training else "silence")
 
@@ -66,13 +69,13 @@ class DetectionClips(torch.utils.data.Dataset):
             labels = sorted({e.label for e in self.events[i]})
         else:
             target = torch.zeros(grid.num_frames, len(self.labels))
-            labels = self.weak[i]
+            labels = [self.label_ids[k] for k in self.weak.row(i)]
         return {
             "id": index,
             "source": read.features.unsqueeze(0),  # (T, M) -> (1, T, M)
             "frame_target": target,
             "clip_target": clip_target(labels, self.index),
-            "strong": self.strong[i],
+            "strong": bool(self.strong[i]),
         }
 
     @staticmethod
@@ -96,6 +99,6 @@ def load_detection_split(folder: str, split: str, labels: LabelSet, fbank: Fbank
         raise ValueError(f"{folder}/{split}.tsv: no clip has strong or weak labels")
     preflight_check(data["manifest"], fbank)
     dataset = DetectionClips(data, labels, fbank, grid, training, seed)
-    logger.info("%s: %d clips (%d strong, %d weak)", split, len(dataset), sum(dataset.strong),
-                len(dataset) - sum(dataset.strong))
+    strong = int(dataset.strong.sum())
+    logger.info("%s: %d clips (%d strong, %d weak)", split, len(dataset), strong, len(dataset) - strong)
     return dataset
