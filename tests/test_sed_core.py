@@ -89,6 +89,25 @@ def test_frame_detector_shapes_and_frozen_encoder():
         assert torch.allclose(model(fbank)[1], model(fbank[1:])[0], atol=1e-5)
 
 
+def test_concat_row_pooling_keeps_each_frequency_patch():
+    torch.manual_seed(0)
+    cfg = EncoderConfig(embed_dim=32, depth=1, num_heads=2)
+    model = FrameDetector(cfg, num_classes=3, frames_per_row=4, row_pooling="concat").eval()
+    fbank = torch.randn(2, 1, 64, 128)  # 4 patch rows of 8 frequency patches
+    with torch.no_grad():
+        tokens = model.encoder(fbank).x[:, 1:]  # (2, 4 * 8, 32), time-major
+        rows = model.row_features(fbank)
+    assert rows.shape == (2, 4, 8 * 32) and model.head.in_features == 8 * 32
+    assert torch.equal(rows[:, 2, 5 * 32 : 6 * 32], tokens[:, 2 * 8 + 5])  # row 2, frequency patch 5
+    mean = FrameDetector(cfg, num_classes=3, frames_per_row=4)
+    mean.encoder.load_state_dict(model.encoder.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(mean.eval().row_features(fbank), rows.reshape(2, 4, 8, 32).mean(dim=2), atol=1e-6)
+    assert model(fbank).shape == (2, 16, 3)
+    with pytest.raises(ValueError, match="row_pooling must be one of"):
+        FrameDetector(cfg, num_classes=3, row_pooling="max")
+
+
 # ------------------------------------------------------------------ decoding
 def test_median_window_in_frames():
     assert median_window_frames(0.0, 0.04) == 1

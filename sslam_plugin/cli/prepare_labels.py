@@ -16,6 +16,18 @@ and rejected.tsv (listed files that are missing, empty or unreadable; left out).
   urbansed  ROOT                       train, validate, test
   csv       --split NAME=FILE.csv ... --audio-dir A [--label-sep ,] [--delimiter ,] [--descriptors CSV]
 
+Sound event detection (strong labels; docs/sed.md): each also writes {split}_strong.tsv, the DCASE
+strong TSV by clip id, after checking every event (onset within the clip, offset after the onset,
+label known), errors naming file:line:
+
+  dcase     --strong SPLIT TSV AUDIO_DIR ... [--weak SPLIT TSV AUDIO_DIR ...]
+            [--unlabelled SPLIT TSV AUDIO_DIR ...] [--durations SPLIT TSV ...] [--descriptors CSV]
+            DCASE/DESED metadata (filename onset offset event_label / filename event_labels /
+            filename; durations: filename duration), several files per split
+  urbansed  ROOT --strong              URBAN-SED with its events
+  polyphonic FOLDER                    an sslam-make-polyphonic folder: {split}_strong.tsv written
+                                       beside each {split}_events.tsv (no --dest)
+
 Existing outputs are never overwritten without --force.
 """
 
@@ -25,7 +37,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from sslam_plugin.data import converters as lm
 from sslam_plugin.data.parallel import default_jobs
@@ -72,6 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("urbansed", parents=[common], help="URBAN-SED (annotations/*/*.txt)")
     p.add_argument("root", type=Path, help="the URBAN-SED folder holding annotations/ and audio/")
+    p.add_argument("--strong", action="store_true", help="also write {split}_strong.tsv (sound event detection)")
+
+    p = sub.add_parser("dcase", parents=[common], help="DCASE/DESED strong, weak and unlabelled TSVs (detection)")
+    for kind in ("strong", "weak", "unlabelled"):
+        p.add_argument(f"--{kind}", nargs=3, action="append", default=[], metavar=("SPLIT", "TSV", "AUDIO_DIR"),
+                       help=f"a {kind} metadata TSV of SPLIT and the folder of its audio; repeatable")
+    p.add_argument("--durations", nargs=2, action="append", default=[], metavar=("SPLIT", "TSV"),
+                   help="filename<TAB>duration for SPLIT's strong clips (default: read from the audio headers)")
+    p.add_argument("--descriptors", type=Path, help="label_descriptors.csv fixing the class order (default: sorted)")
+
+    p = sub.add_parser("polyphonic", help="strong labels of an sslam-make-polyphonic folder (detection)")
+    p.add_argument("folder", type=Path, help="sslam-make-polyphonic's --dest ({split}_events.tsv, {split}.tsv)")
+    p.add_argument("--force", action="store_true", help="overwrite existing {split}_strong.tsv")
+    p.add_argument("--verbose", action="store_true", help="log details")
 
     p = sub.add_parser("csv", parents=[common], help="generic path,labels CSV files")
     p.add_argument("--split", type=_split_arg, action="append", required=True, help="NAME=FILE.csv, repeatable")
@@ -105,9 +131,66 @@ def convert(args: argparse.Namespace) -> Dict[str, lm.LabelledSplits]:
     return {"": lm.generic_csv(dict(args.split), args.audio_dir, label_sep, delimiter, args.descriptors)}
 
 
+def dcase_sources(args: argparse.Namespace) -> Dict[str, list]:
+    """{split: [DcaseSource]} from the dcase subcommand's --strong / --weak / --unlabelled / --durations."""
+    from sslam_plugin.detection.data_folder import DcaseSource
+
+    durations = {}
+    for split, tsv in args.durations:
+        if split in durations:
+            raise ValueError(f"--durations {split}: given twice; one durations TSV per split")
+        durations[split] = Path(tsv)
+    sources: Dict[str, list] = {}
+    for kind in ("strong", "weak", "unlabelled"):
+        for split, tsv, audio_dir in getattr(args, kind):
+            sources.setdefault(split, []).append(
+                DcaseSource(kind, Path(tsv), Path(audio_dir), durations.get(split) if kind == "strong" else None)
+            )
+    if not any(s.kind == "strong" for srcs in sources.values() for s in srcs):
+        raise ValueError("dcase: give at least one --strong SPLIT TSV AUDIO_DIR (strongly labelled clips)")
+    unknown = sorted(set(durations) - set(sources))
+    if unknown:
+        raise ValueError(f"--durations {unknown[0]}: no metadata TSV for that split")
+    return sources
+
+
+def convert_detection(args: argparse.Namespace) -> List[str]:
+    """Run a detection subcommand (dcase, urbansed --strong, polyphonic); returns the summary lines."""
+    from sslam_plugin.detection import data_folder as df
+
+    if args.dataset == "polyphonic":
+        written = df.add_polyphony_strong_labels(args.folder, force=args.force)
+        return [_strong_summary(path) for path in written]
+    if args.dataset == "dcase":
+        descriptors = lm.read_descriptor_rows(args.descriptors) if args.descriptors else None
+        dataset = df.dcase_dataset(dcase_sources(args), descriptors)
+    else:
+        dataset = df.urbansed_dataset(args.root)
+    reports = df.write_strong_dataset(
+        dataset, args.dest, jobs=max(1, args.jobs), force=args.force, show_progress=not args.no_progress
+    )
+    lines = [report.summary() for report in reports.values()]
+    return lines + [_strong_summary(df.strong_path(args.dest, split)) for split in sorted(dataset.strong)]
+
+
+def _strong_summary(path: Path) -> str:
+    from sslam_plugin.detection.strong_labels import read_dcase_strong
+
+    events = read_dcase_strong(path).events
+    return f"{path}: {len(events)} strongly labelled clips, {sum(len(e) for e in events.values())} events"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.dataset in ("dcase", "polyphonic") or (args.dataset == "urbansed" and args.strong):
+        try:
+            lines = convert_detection(args)
+        except (lm.LabelFormatError, FileExistsError, FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print("\n".join(lines))
+        return 0
     try:
         reports = lm.write_label_manifests(
             convert(args), args.dest, jobs=max(1, args.jobs), force=args.force, show_progress=not args.no_progress

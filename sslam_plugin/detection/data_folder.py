@@ -179,7 +179,9 @@ def urbansed_dataset(root: PathLike) -> StrongDataset:
     return StrongDataset(labelled, strong)
 
 
-def write_strong_dataset(dataset: StrongDataset, dest: PathLike, jobs: int = 1, force: bool = False) -> Dict[str, object]:
+def write_strong_dataset(
+    dataset: StrongDataset, dest: PathLike, jobs: int = 1, force: bool = False, show_progress: bool = False
+) -> Dict[str, object]:
     """Write the labelled folder (``sslam-prepare-labels``' writer) and each split's ``{split}_strong.tsv``.
 
     Strong clips whose audio was rejected (unreadable) are left out of ``{split}_strong.tsv`` as
@@ -190,7 +192,7 @@ def write_strong_dataset(dataset: StrongDataset, dest: PathLike, jobs: int = 1, 
 
     dest = Path(dest)
     check_can_write([strong_path(dest, split) for split in dataset.strong], force)
-    reports = write_label_manifests({"": dataset.labelled}, dest, jobs=jobs, force=force)
+    reports = write_label_manifests({"": dataset.labelled}, dest, jobs=jobs, force=force, show_progress=show_progress)
     for split, labels in dataset.strong.items():
         kept = {clip_id(rel) for rel in read_manifest(dest / f"{split}.tsv").files}
         write_strong_tsv(strong_path(dest, split), {c: e for c, e in labels.events.items() if c in kept})

@@ -176,7 +176,8 @@ def load_detector(path: Union[str, Path], device: Union[str, torch.device, None]
     num_classes = state["head.weight"].shape[0]
     if len(labels) != num_classes:
         labels = [f"class_{i}" for i in range(num_classes)]
-    model = FrameDetector(encoder, num_classes, frames_per_row=grid.frames_per_row)
+    row_pooling = config_value(cfg, "model", "row_pooling") or "mean"
+    model = FrameDetector(encoder, num_classes, frames_per_row=grid.frames_per_row, row_pooling=row_pooling)
     model.load_state_dict(state, strict=True)
     detector = SoundEventDetector(model, frontend, grid, labels, median_window, threshold)
     return detector.to(device or "cpu").eval()

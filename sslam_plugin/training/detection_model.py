@@ -46,6 +46,10 @@ class DetectionModelConfig(FairseqDataclass):
     frozen_encoder_eval_mode: bool = field(
         default=True, metadata={"help": "linear_eval: run the frozen encoder in eval mode (no stochastic depth)"}
     )
+    row_pooling: str = field(
+        default="mean",
+        metadata={"help": "a patch row's vector: 'mean' of its frequency patches (D) or 'concat' of them (Fq * D)"},
+    )
     drop_path_rate: float = field(default=0.1, metadata={"help": "stochastic depth of the last block (0 at the first)"})
     layer_decay: float = field(default=1.0, metadata={"help": "layer-wise lr decay: block i of D gets layer_decay^(D - i)"})
     exempt_norms_biases_from_decay: bool = field(
@@ -66,6 +70,7 @@ class SSLAMFrameDetectorModel(BaseFairseqModel):
             frames_per_row=frames_per_row,
             freeze_encoder=cfg.linear_eval,
             frozen_encoder_eval_mode=cfg.frozen_encoder_eval_mode,
+            row_pooling=cfg.row_pooling,
         )
         if cfg.exempt_norms_biases_from_decay:
             assign_parameter_groups(self.detector, self.detector.no_weight_decay())
