@@ -116,6 +116,7 @@ SLOW_FILES = frozenset({
 SLOW_TESTS = frozenset({
     "test_bad_checkpoints.py::test_a_bad_continue_once_stops_the_launch_with_one_line",
     "test_pack_command.py::test_packed_shards_train_and_resume_exactly",
+    "test_benchmark_scale.py::test_tiny_run_measures_every_size_and_storage",
     "test_benchmark_pretraining.py::test_benchmark_records_a_failed_case_and_runs_the_others",
     "test_benchmark_pretraining.py::test_benchmark_runs_both_modes_on_the_cpu",
     "test_benchmark_pretraining.py::test_compiled_modules_give_the_eager_losses_and_gradients",

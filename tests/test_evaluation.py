@@ -49,6 +49,6 @@ def test_evaluate_checkpoint_scores_every_clip_and_writes_the_report(golden_dir,
 def test_a_missing_checkpoint_is_one_error_line(tmp_path, capsys):
     from sslam_plugin.cli.evaluate import main
 
-    assert main([str(tmp_path / "nope.pt"), "--data", str(tmp_path)]) == 2
+    assert main([str(tmp_path / "nope.pt"), "--data", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.strip() == f"error: {tmp_path / 'nope.pt'}: no such file or folder"

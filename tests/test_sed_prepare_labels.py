@@ -95,7 +95,7 @@ def test_dcase_bad_line_is_one_error_naming_file_and_line(tmp_path):
     args = ["dcase", "--dest", str(dest), "--jobs", "1", "--no-progress",
             "--strong", "train", str(strong), str(tmp_path / "audio" / "strong")]
     result = _run(*args)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.splitlines() == [f"error: {strong}:3: offset 1 s is not after the onset 2 s"]
     assert not dest.exists()  # checked before anything is written
 
@@ -117,7 +117,7 @@ def test_dcase_checks_in_process(tmp_path, capsys, row, message):
                              "--descriptors", str(tmp_path / "labels.csv"),
                              "--strong", "train", str(tmp_path / "strong.tsv"), str(tmp_path / "audio" / "strong")])
     err = capsys.readouterr().err
-    assert status == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and message in err
+    assert status == 1 and len(err.splitlines()) == 1 and err.startswith("error: ") and message in err
 
 
 def test_dcase_needs_strong_metadata(tmp_path, capsys):
@@ -149,7 +149,7 @@ def test_urbansed_strong_and_a_bad_annotation_line(tmp_path):
     bad = root / "annotations" / "test" / "soundscape_test_0.txt"
     bad.write_text("0\t1.25\tsiren\n3.5\t3.9\tsiren\n")
     status = prepare_labels(["urbansed", str(root), "--strong", "--dest", str(tmp_path / "out2"), "--jobs", "1"])
-    assert status == 2 and not (tmp_path / "out2").exists()
+    assert status == 1 and not (tmp_path / "out2").exists()
 
 
 def test_polyphonic_folder_gets_strong_labels(tmp_path):
@@ -166,6 +166,6 @@ def test_polyphonic_folder_gets_strong_labels(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"{poly / 'eval_strong.tsv'}: 1 strongly labelled clips, 2 events"]
     assert _lines(poly / "eval_strong.tsv")[1:] == ["eval_00000\t0.500\t2.500\tdog", "eval_00000\t3.000\t4.000\tcat"]
-    assert prepare_labels(["polyphonic", str(poly)]) == 2  # exists: --force needed
+    assert prepare_labels(["polyphonic", str(poly)]) == 1  # exists: --force needed
     (poly / "eval_events.tsv").write_text(events + "eval_00000\ta.wav\tdog\t2.5000\t2.0000\t-3.00\n")
-    assert prepare_labels(["polyphonic", str(poly), "--force"]) == 2
+    assert prepare_labels(["polyphonic", str(poly), "--force"]) == 1

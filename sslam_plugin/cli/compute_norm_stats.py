@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from sslam_plugin.cli import fail
 from sslam_plugin.data import AudioLoadError, Manifest, load_audio, read_manifest
 from sslam_plugin.data.robust import crop_read_frames, crop_samples
 from sslam_plugin.features import FbankConfig, compute_fbank, resample_to
@@ -96,8 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             read_manifest(args.manifest), args.max_clips, show_progress=not args.no_progress, max_frames=args.max_frames
         )
     except (ValueError, OSError) as err:  # ManifestError is a ValueError: a missing or unreadable manifest
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(err)
     logger.info("%d clips of %s", used, args.manifest)
     print(f"task.norm_mean={mean:.4f} task.norm_std={std:.4f}")
     return 0

@@ -34,6 +34,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
+from sslam_plugin.cli import UsageError, fail
 from sslam_plugin.checkpoints import (
     DTYPES,
     CheckpointError,
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust-checkpoint", action="store_true",
         help="allow the full unpickler for checkpoints that need it (it can run code stored in the file)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument("--overwrite", "--force", action="store_true", help="replace OUT if it exists")
     return parser
 
 
@@ -127,9 +128,12 @@ def _read(args: argparse.Namespace) -> Tuple[EncoderExport, str, Dict[str, Optio
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    bad = [f"{name} {value}" for name, value in (("--num-heads", args.num_heads), ("--target-length", args.target_length),
+                                                 ("--norm-std", args.norm_std)) if value is not None and value <= 0]
+    if bad:
+        return fail(UsageError(f"{', '.join(bad)}: must be above 0"))
     if args.output.exists() and not args.overwrite:
-        print(f"error: {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
-        return 2
+        return fail(f"{args.output} exists; pass --overwrite to replace it")
     try:
         export, kind, extras = _read(args)
         target = args.to or ("fairseq" if kind == "export" else "export")
@@ -144,9 +148,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             else:
                 extras = {k: None if v is None else {n: t.to(DTYPES[args.dtype]) for n, t in v.items()} for k, v in extras.items()}
                 save_official_checkpoint(export, args.output, **extras)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (CheckpointError, OSError) as err:
+        return fail(err)
     enc = export.encoder
     head = f", head with {export.head.num_classes} classes" if export.head else ""
     print(

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
+from sslam_plugin.cli import UsageError, fail
 from sslam_plugin.data.audio import AudioLoadError, load_audio
 from sslam_plugin.detection.decoding import events_to_json, write_events_tsv
 from sslam_plugin.detection.detector import load_detector
@@ -30,14 +31,21 @@ def _thresholds(values: Sequence[str]) -> Union[float, Dict[str, float]]:
     if not values:
         return 0.5
     if len(values) == 1 and "=" not in values[0]:
-        return float(values[0])
+        return _number(values[0], values[0])
     out = {}
     for value in values:
         label, sep, number = value.rpartition("=")
         if not sep:
-            raise ValueError(f"--threshold {value!r}: give one number, or LABEL=NUMBER (and default=NUMBER)")
-        out[label] = float(number)
+            raise UsageError(f"--threshold {value!r}: give one number, or LABEL=NUMBER (and default=NUMBER)")
+        out[label] = _number(value, number)
     return out
+
+
+def _number(value: str, number: str) -> float:
+    try:
+        return float(number)
+    except ValueError:
+        raise UsageError(f"--threshold {value!r}: {number!r} is not a number") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,8 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if args.median_filter < 0 or not 0 <= args.overlap < 1:
+        return fail(UsageError(f"--median-filter must be at least 0 and --overlap in [0, 1); "
+                               f"got {args.median_filter}, {args.overlap}"))
     try:
         thresholds = _thresholds(args.threshold)
+    except UsageError as err:
+        return fail(err)
+    try:
         detector = load_detector(args.checkpoint, device=args.device, trust=args.trust_checkpoint)
         events = {}
         for path in args.audio:
@@ -67,9 +81,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             name = path.name
             events[name] = detector.detect(wave, rate, clip=name, thresholds=thresholds,
                                            median_window=args.median_filter, overlap=args.overlap)
-    except (AudioLoadError, FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (AudioLoadError, OSError, ValueError, RuntimeError) as err:
+        return fail(err)
     if args.format == "json":
         text = events_to_json(events) + "\n"
         if args.output:

@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from sslam_plugin.cli import UsageError, fail
 from sslam_plugin.detection.detector import is_detection_checkpoint
 from sslam_plugin.evaluation import evaluate_checkpoint
 
@@ -44,6 +44,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     parser.add_argument("--median-filter", type=float, default=0.0, help="detection: median filter window in seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.batch_size < 1 or args.median_filter < 0 or not 0 <= args.threshold <= 1:
+        return fail(UsageError("--batch-size must be at least 1, --median-filter at least 0 and --threshold in [0, 1]; "
+                               f"got {args.batch_size}, {args.median_filter}, {args.threshold}"))
     try:
         if is_detection_checkpoint(args.checkpoint, trust=args.trust_checkpoint):
             return _evaluate_detection(args)
@@ -52,8 +55,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
             show_progress=not args.no_progress,
         )
     except (ValueError, OSError) as err:  # CheckpointError, ManifestError and label errors are ValueErrors
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     if args.json:
         print(json.dumps(summary))
     else:

@@ -46,6 +46,7 @@ from sslam_plugin.data.robust import failure_reason
 from sslam_plugin.data.row_tables import StringTable
 from sslam_plugin.data.scan import AUDIO_EXTENSIONS
 from sslam_plugin.checkpoints import DTYPES, CheckpointError
+from sslam_plugin.cli import UsageError, fail
 from sslam_plugin.features import FbankConfig
 from sslam_plugin.clips import read_clip_windows
 from sslam_plugin.inference import ClipFeatures, ClipWindows, load_encoder
@@ -237,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allow the full unpickler for checkpoints that need it (it can run code in the file)")
     parser.add_argument("--extensions", default=",".join(AUDIO_EXTENSIONS),
                         help="audio file extensions searched in a folder")
-    parser.add_argument("--overwrite", action="store_true", help="recompute clips whose outputs exist")
+    parser.add_argument("--overwrite", "--force", action="store_true", help="recompute clips whose outputs exist")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     return parser
 
@@ -246,9 +247,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.granularity == "all" and args.long_clips == "windows":
-        print("error: --granularity all (CLS + patches) is per window; with --long-clips windows use "
-              "patch, time or utterance", file=sys.stderr)
-        return 2
+        return fail(UsageError("--granularity all (CLS + patches) is per window; with --long-clips windows use "
+                               "patch, time or utterance"))
+    if args.shard_size < 0 or args.batch_size < 1 or args.num_workers < 0:
+        return fail(UsageError(f"--shard-size and --num-workers must be at least 0 and --batch-size at least 1; "
+                               f"got {args.shard_size}, {args.num_workers}, {args.batch_size}"))
     extensions = tuple(e if e.startswith(".") else "." + e for e in args.extensions.lower().split(","))
     try:
         clips = list_clips(args.input, extensions)
@@ -266,9 +269,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model = load_encoder(
             args.checkpoint, device=args.device, dtype=args.dtype, teacher=args.teacher, trust=args.trust_checkpoint
         )
-    except (CheckpointError, ManifestError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (CheckpointError, ManifestError, OSError, ValueError) as err:
+        return fail(err)
     pending = [u for u in units if args.overwrite or not u.output.exists()]
     todo = [i for u in pending for i in u.clips]
     skipped = len(clips) - len(todo)

@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from sslam_plugin.cli import UsageError, fail
 from sslam_plugin.clips import read_clip_windows
 from sslam_plugin.data import AudioLoadError
 from sslam_plugin.data.robust import failure_reason
@@ -54,8 +55,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.top_k < 1:
-        print("error: --top-k must be at least 1", file=sys.stderr)
-        return 2
+        return fail(UsageError(f"--top-k must be at least 1, got {args.top_k}"))
     try:
         model = load_encoder(args.checkpoint, device=args.device, trust=args.trust_checkpoint)
         if model.head_config is None:
@@ -70,9 +70,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     f"{args.labels} lists {len(labels)} labels but the head has {model.head_config.num_classes} classes"
                 )
             model.labels = labels
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (CheckpointError, OSError) as err:
+        return fail(err)
     if args.activation is not None:
         model.head_config = dataclasses.replace(model.head_config, activation=args.activation)
     report, failed = [], 0
@@ -82,7 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             model._note_long_clips([window], "crop")
             predictions = model.predict(window.fbank, top_k=args.top_k)[0]
         except (AudioLoadError, ValueError) as err:  # WaveformError is a ValueError
-            print(f"error: {path}: {failure_reason(err, str(path))}", file=sys.stderr)
+            fail(f"{path}: {failure_reason(err, str(path))}")
             failed += 1
             continue
         report.append({"file": str(path), "predictions": [p._asdict() for p in predictions]})

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from sslam_plugin.cli import UsageError, fail
 from sslam_plugin.data.manifest import ManifestError
 from sslam_plugin.data.polyphony import SceneConfig, build_polyphonic
 
@@ -51,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def option_problem(args: argparse.Namespace) -> Optional[str]:
+    """What is wrong with the option values, if anything (a usage error)."""
+    checks = (
+        (args.scene_seconds > 0, f"--scene-seconds must be above 0, got {args.scene_seconds}"),
+        (1 <= args.sources[0] <= args.sources[1], f"--sources MIN MAX needs 1 <= MIN <= MAX, got {args.sources}"),
+        (args.level_db[0] <= args.level_db[1], f"--level-db LOW HIGH needs LOW <= HIGH, got {args.level_db}"),
+        (0 < args.test_fraction < 1, f"--test-fraction must be in (0, 1), got {args.test_fraction}"),
+        (min(args.train_scenes, args.eval_scenes) >= 0, "--train-scenes and --eval-scenes must be at least 0"),
+        (args.split_names[0] != args.split_names[1], f"--split-names needs two names, got {args.split_names}"),
+    )
+    return next((message for ok, message in checks if not ok), None)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -63,6 +77,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         distinct_labels=not args.allow_shared_labels,
     )
     train, test = args.split_names
+    problem = option_problem(args)
+    if problem:  # before any file is read
+        return fail(UsageError(problem))
+    if not args.manifest.is_file():
+        return fail(f"{args.manifest}: manifest not found")
     try:
         report = build_polyphonic(
             args.manifest,
@@ -75,9 +94,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             descriptors=args.descriptors,
             force=args.force,
         )
-    except (FileExistsError, FileNotFoundError, ManifestError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (OSError, ManifestError, ValueError) as err:  # FileExistsError: outputs there without --force
+        return fail(err)
     print(report.summary())
     for path, reason in report.rejected:
         print(f"rejected: {path}: {reason}")

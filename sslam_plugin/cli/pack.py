@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from sslam_plugin.cli import fail
 from sslam_plugin.data.manifest import ManifestError
 from sslam_plugin.data.packing import pack_manifest
 
@@ -45,8 +46,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             report = pack_manifest(manifest, args.dest, args.shard_size, show_progress=not args.no_progress)
         except (ManifestError, ValueError, OSError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            status = 1
+            status = fail(err)
             continue
         print(report.summary())
     return status

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from sslam_plugin.cli import UsageError, fail
 from sslam_plugin.data.audio import AudioLoadError, load_audio
 from sslam_plugin.data.labels import clip_id
 from sslam_plugin.detection.strong_labels import Event, StrongLabelError, read_dcase_strong
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.median_filter < 0 or not 0 <= args.threshold <= 1:
+        return fail(UsageError(f"--median-filter must be at least 0 and --threshold in [0, 1]; "
+                               f"got {args.median_filter}, {args.threshold}"))
     clip = clip_id(args.audio.name)
     try:
         wave, rate = load_audio(args.audio)
@@ -113,9 +117,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         used = sorted({e.label for e in (*reference, *predicted)} - set(labels))
         labels = labels + used
         plot_detection(fbank, duration, reference, predicted, labels, args.out, posteriors, hop, title=args.audio.name)
-    except (AudioLoadError, StrongLabelError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (AudioLoadError, StrongLabelError, OSError, ValueError) as err:
+        return fail(err)
     print(f"wrote {args.out}")
     return 0
 

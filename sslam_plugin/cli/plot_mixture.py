@@ -25,6 +25,7 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 import torch
 
+from sslam_plugin.cli import UsageError, fail
 from sslam_plugin.data.manifest import ManifestError, read_manifest
 from sslam_plugin.data.robust import RobustClipReader
 from sslam_plugin.features import FbankConfig
@@ -63,11 +64,11 @@ def mixture_panels(
 ) -> MixturePanels:
     """The batch ``indices`` of ``manifest`` as stage 2 sees it in ``epoch`` (``seed`` = common.seed)."""
     if len(indices) < 2:
-        raise ValueError(f"a mixture needs at least 2 clips (a partner for each), got {len(indices)}")
+        raise UsageError(f"a mixture needs at least 2 clips (a partner for each), got {len(indices)}")
     clips_manifest = read_manifest(manifest)
     for i in indices:
         if not 0 <= i < len(clips_manifest):
-            raise ValueError(f"{manifest}: clip index {i} is outside 0..{len(clips_manifest) - 1}")
+            raise UsageError(f"{manifest}: clip index {i} is outside 0..{len(clips_manifest) - 1}")
     reader = RobustClipReader(clips_manifest, fbank, seed=seed)
     clips = torch.stack([reader.features(i) for i in indices])  # (N, T, M)
     # Only the plan and the mix are used: a minimal model holds the same code training runs.
@@ -176,12 +177,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         operation=args.operation, partner=args.partner, windows_per=args.windows_per,
         window_sampler=args.window_sampler, seed=args.mixing_seed,
     )
-    try:
+    try:  # the option values before any file: a bad one is a usage error
         fbank = FbankConfig(target_length=args.target_length, norm_mean=args.norm_mean, norm_std=args.norm_std)
+        mixing.validate(PATCH)
+    except ValueError as err:
+        return fail(UsageError(err))
+    try:
         panels = mixture_panels(args.manifest, indices, fbank, mixing, args.seed, args.epoch, args.mask_ratio)
-    except (ManifestError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (ManifestError, ValueError, OSError) as err:  # UsageError: --clips / --indices that do not fit
+        return fail(err)
     print(draw_mixture(panels, args.output))
     return 0
 

@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from sslam_plugin.cli import UsageError, fail
 from sslam_plugin.training_log import TrainingLog, find_training_log, read_training_log
 
 __all__ = ["Panel", "panels_for", "plot_training_logs", "main"]
@@ -231,22 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.labels and len(args.labels) != len(args.runs):
+        return fail(UsageError(f"{len(args.labels)} --labels for {len(args.runs)} runs; give one per run"))
     logs = []
     for run in args.runs:
         try:
             log = read_training_log(find_training_log(run))
-        except FileNotFoundError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
+        except OSError as err:  # FileNotFoundError: no such log or run folder
+            return fail(err)
         if not log.train:
-            print(f"error: {log.path}: no train_inner lines to plot: {too_short_advice(log)}", file=sys.stderr)
-            return 1
+            return fail(f"{log.path}: no train_inner lines to plot: {too_short_advice(log)}")
         if len(log.updates) < 2:
             print(f"note: {log.path}: one logged update draws a dot, not a curve: {too_short_advice(log)}")
         logs.append(log)
-    if args.labels and len(args.labels) != len(logs):
-        print(f"error: {len(args.labels)} --labels for {len(logs)} runs", file=sys.stderr)
-        return 2
     output = args.output or (logs[0].path.parent / DEFAULT_NAME if len(logs) == 1 else Path(DEFAULT_NAME))
     titles = plot_training_logs(logs, output, args.labels, args.keys, args.log_y)
     for log in logs:

@@ -39,6 +39,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from sslam_plugin.cli import UsageError, fail
 from sslam_plugin.data import converters as lm
 from sslam_plugin.data.parallel import default_jobs
 
@@ -138,7 +139,7 @@ def dcase_sources(args: argparse.Namespace) -> Dict[str, list]:
     durations = {}
     for split, tsv in args.durations:
         if split in durations:
-            raise ValueError(f"--durations {split}: given twice; one durations TSV per split")
+            raise UsageError(f"--durations {split}: given twice; one durations TSV per split")
         durations[split] = Path(tsv)
     sources: Dict[str, list] = {}
     for kind in ("strong", "weak", "unlabelled"):
@@ -147,10 +148,10 @@ def dcase_sources(args: argparse.Namespace) -> Dict[str, list]:
                 DcaseSource(kind, Path(tsv), Path(audio_dir), durations.get(split) if kind == "strong" else None)
             )
     if not any(s.kind == "strong" for srcs in sources.values() for s in srcs):
-        raise ValueError("dcase: give at least one --strong SPLIT TSV AUDIO_DIR (strongly labelled clips)")
+        raise UsageError("dcase: give at least one --strong SPLIT TSV AUDIO_DIR (strongly labelled clips)")
     unknown = sorted(set(durations) - set(sources))
     if unknown:
-        raise ValueError(f"--durations {unknown[0]}: no metadata TSV for that split")
+        raise UsageError(f"--durations {unknown[0]}: no metadata TSV for that split")
     return sources
 
 
@@ -180,24 +181,34 @@ def _strong_summary(path: Path) -> str:
     return f"{path}: {len(events)} strongly labelled clips, {sum(len(e) for e in events.values())} events"
 
 
+def option_problem(args: argparse.Namespace) -> Optional[str]:
+    """What is wrong with the option values, if anything (a usage error, found before any file is read)."""
+    if args.dataset == "audioset" and not (args.balanced or args.unbalanced or args.eval):
+        return "audioset: give at least one segment CSV (--balanced, --unbalanced or --eval)"
+    if args.dataset == "spass" and not 0 < args.train_fraction < 1:
+        return f"--train-fraction must be in (0, 1), got {args.train_fraction}"
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    problem = option_problem(args)
+    if problem:
+        return fail(UsageError(problem))
     if args.dataset in ("dcase", "polyphonic") or (args.dataset == "urbansed" and args.strong):
         try:
             lines = convert_detection(args)
-        except (lm.LabelFormatError, FileExistsError, FileNotFoundError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        except (OSError, ValueError) as err:  # LabelFormatError, StrongLabelError; UsageError: dcase's options
+            return fail(err)
         print("\n".join(lines))
         return 0
     try:
         reports = lm.write_label_manifests(
             convert(args), args.dest, jobs=max(1, args.jobs), force=args.force, show_progress=not args.no_progress
         )
-    except (lm.LabelFormatError, FileExistsError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (OSError, ValueError) as err:  # LabelFormatError; FileExistsError: outputs there without --force
+        return fail(err)
     for report in reports.values():
         print(report.summary())
     return 0

@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from sslam_plugin.cli import UsageError, fail
 from sslam_plugin.data.manifest import ManifestError
 from sslam_plugin.data.parallel import default_jobs
 from sslam_plugin.data.validate import validate_manifest
@@ -54,6 +55,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if (args.max_clips is not None and args.max_clips < 1) or args.show < 0:
+        return fail(UsageError(f"--max-clips must be at least 1 and --show at least 0; got {args.max_clips}, {args.show}"))
 
     status = 0
     rows = []
@@ -63,9 +66,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 path, decode=args.decode, jobs=max(1, args.jobs), max_clips=args.max_clips,
                 show_progress=not args.no_progress, min_samples=max(0, args.min_sample_size),
             )
-        except ManifestError as err:
-            print(f"error: {err}", file=sys.stderr)
-            status = 1
+        except (ManifestError, OSError) as err:
+            status = fail(err)
             continue
         print(report.summary())
         for problem in report.problems[: args.show]:
