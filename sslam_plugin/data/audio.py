@@ -23,7 +23,7 @@ import soundfile as sf
 import torch
 
 from .packed_audio import (
-    H5Entry, PackedReadError, ZipEntry, h5_header, h5_waveform, member_file, packed_problem, parse_entry,
+    H5Entry, PackedEntry, PackedReadError, ZipEntry, h5_header, h5_waveform, member_file, packed_problem, parse_entry,
 )
 
 __all__ = [
@@ -58,6 +58,15 @@ def file_problem(path: Union[str, Path]) -> Optional[str]:
     """
     entry = parse_entry(path)
     return packed_problem(entry) if entry is not None else _file_problem(path)
+
+
+def _usable_entry(path: Path) -> Optional[PackedEntry]:
+    """The packed clip ``path`` names (None: a plain file); raises AudioLoadError for a problem found before decoding."""
+    entry = parse_entry(path)
+    problem = packed_problem(entry) if entry is not None else _file_problem(path)
+    if problem is not None:
+        raise AudioLoadError(f"{path}: {problem}")
+    return entry
 
 
 def _file_problem(path: Union[str, Path]) -> Optional[str]:
@@ -95,10 +104,7 @@ def load_audio(path: Union[str, Path], max_frames: FrameLimit = None) -> Tuple[t
         sample_rate: that rate in Hz.
     """
     path = Path(path)
-    entry = parse_entry(path)
-    problem = packed_problem(entry) if entry is not None else _file_problem(path)
-    if problem is not None:
-        raise AudioLoadError(f"{path}: {problem}")
+    entry = _usable_entry(path)
     if isinstance(entry, H5Entry):
         try:
             samples, sample_rate = h5_waveform(entry, max_frames if callable(max_frames) else _fixed(max_frames))
@@ -138,10 +144,7 @@ def load_audio_ranges(path: Union[str, Path], choose: RangeChooser) -> Tuple[Lis
         sample_rate: that rate in Hz.
     """
     path = Path(path)
-    entry = parse_entry(path)
-    problem = packed_problem(entry) if entry is not None else _file_problem(path)
-    if problem is not None:
-        raise AudioLoadError(f"{path}: {problem}")
+    entry = _usable_entry(path)
     pieces: List[np.ndarray] = []
     if isinstance(entry, H5Entry):
         try:
@@ -200,10 +203,7 @@ def audio_blocks(path: Union[str, Path], block_frames: int = 1 << 16) -> Iterato
     is exact for every format.
     """
     path = Path(path)
-    entry = parse_entry(path)
-    problem = packed_problem(entry) if entry is not None else _file_problem(path)
-    if problem is not None:
-        raise AudioLoadError(f"{path}: {problem}")
+    entry = _usable_entry(path)
     if isinstance(entry, H5Entry):
         yield from _h5_blocks(path, entry, block_frames)
         return
