@@ -46,7 +46,8 @@ import torch
 import torchaudio
 
 from sslam_plugin.data.audio import load_audio
-from sslam_plugin.data.manifest import read_manifest
+from sslam_plugin.cli import fail
+from sslam_plugin.data.manifest import ManifestError, read_manifest
 from sslam_plugin.data.workers import keep_freed_memory_for_reuse
 from sslam_plugin.features import FbankConfig, compute_fbank, normalize_fbank, pad_or_crop, resample_to
 from sslam_plugin.masking import inverse_block_mask, mask_rng
@@ -303,7 +304,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     fbank = FbankConfig(target_length=args.target_length)
     with tempfile.TemporaryDirectory() as tmp:
         if args.manifest:
-            manifest = read_manifest(args.manifest)
+            try:
+                manifest = read_manifest(args.manifest)
+            except (ManifestError, OSError) as err:
+                return fail(err)
             paths = [str(manifest.full_path(i)) for i in range(min(args.clips, len(manifest)))]
             source = f"{len(paths)} clips of {args.manifest}"
         else:

@@ -56,6 +56,7 @@ from sslam_plugin.checkpoints.official_names import pretrainer_from_official
 from sslam_plugin.cli.benchmark_measures import (
     compare, model_flops_utilisation, peak_tflops, step_shape, teacher_target_errors,
 )
+from sslam_plugin.cli import fail
 from sslam_plugin.cli.benchmark_profile import profile_step
 from sslam_plugin.masking import inverse_block_mask
 from sslam_plugin.mixing import MixingConfig
@@ -346,8 +347,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     modes = [m for m in args.modes.split(",") if m]
     if args.compile and "compiled" not in modes:
         modes.append("compiled")
-    if not modes or not set(modes) <= set(MODES):
-        parser.error(f"--modes takes {', '.join(MODES)}, got {args.modes}")
+    if not modes or not set(modes) <= set(MODES) or not set(args.stages.split(",")) <= {"1", "2"}:
+        parser.error(f"--modes takes {', '.join(MODES)} and --stages 1 and/or 2; got {args.modes}, {args.stages}")
+    if args.golden is not None and not (args.golden / "official_eat_tiny_checkpoint.pt").is_file():
+        return fail(f"{args.golden}: no official_eat_tiny_checkpoint.pt; pass the golden reference folder")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")] if device.type == "cuda" else [torch.float32]
     results: Dict[str, Any] = {
@@ -389,8 +392,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _write(path: Optional[Path], results: Dict[str, Any]) -> None:
     if path is not None:
         path.write_text(json.dumps(results, indent=1))
-
-
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def mixture_panels(
 ) -> MixturePanels:
     """The batch ``indices`` of ``manifest`` as stage 2 sees it in ``epoch`` (``seed`` = common.seed)."""
     if len(indices) < 2:
-        raise UsageError(f"a mixture needs at least 2 clips (a partner for each), got {len(indices)}")
+        raise UsageError(f"a mixture needs at least 2 clips (a partner for each; --clips, --indices), got {len(indices)}")
     clips_manifest = read_manifest(manifest)
     for i in indices:
         if not 0 <= i < len(clips_manifest):
