@@ -50,6 +50,7 @@ MISSING_INPUT = [  # (module, arguments); the missing input is the argument star
     ("prepare_labels", ["dcase", "--strong", "train", "T/missing.tsv", "T/", "--dest", "T/out"]),
     ("prepare_manifest", ["T/missing", "--dest", "T/out"]),
     ("benchmark_pretraining", ["--golden", "T/missing", "--size", "tiny", "--steps", "1"]),  # checked before any step
+    ("benchmark_data", ["--manifest", "T/missing.tsv", "--clips", "1"]),
 ]
 
 
