@@ -99,15 +99,25 @@ def _rank_refused(index: int) -> None:
     time.sleep(60)  # rank 1 waits in a collective that rank 0 will never join
 
 
-def test_a_rank_that_refused_ends_the_job_with_its_status(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("ended_before_the_join", [False, True])
+def test_a_rank_that_refused_ends_the_job_with_its_status(tmp_path, monkeypatch, caplog, ended_before_the_join):
+    """The launcher ends the other ranks and exits with the refusal's status, also when the rank's end
+    was seen (its exit status collected) before the launcher started waiting."""
     import torch.multiprocessing
 
+    from sslam_plugin.training import processes
     from sslam_plugin.training.processes import join_ranks
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(processes, "RANK_END_GRACE_S", 1.0)
     context = torch.multiprocessing.start_processes(_rank_refused, nprocs=2, join=False, start_method="fork")
+    if ended_before_the_join:
+        while context.processes[0].exitcode is None:  # collects rank 0's status, as a look at the ranks does
+            time.sleep(0.01)
     with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as ended:
         join_ranks(context, first_rank=0)
     assert ended.value.code == LAUNCH_REFUSED_EXIT_STATUS
     assert not any(p.is_alive() for p in context.processes)
+    # rank 1 was ended by the launcher (a signal), not left to finish its 60 s wait
+    assert context.processes[1].exitcode in (-signal.SIGTERM, -signal.SIGKILL), context.processes[1].exitcode
     assert "rank(s) 0 stopped (the reason is logged above); ending the others" in caplog.text

@@ -30,6 +30,7 @@ import functools
 import logging
 import os
 import signal
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
@@ -186,6 +187,9 @@ def _forward_stop_signals(pids: Callable[[], List[int]]) -> Iterator[None]:
             signal.signal(sig, signal.SIG_IGN if stopping and sig == signal.SIGINT else handler)
 
 
+RANK_END_GRACE_S = 10.0  # when a rank ended the job: the others' time to end themselves, then SIGTERM's
+
+
 def join_ranks(context: Any, first_rank: int) -> None:
     """Wait for the spawned ranks; one ended by its watchdog (or a stop it could not honour) ends them all.
 
@@ -205,15 +209,17 @@ def join_ranks(context: Any, first_rank: int) -> None:
     processes = context.processes
     ends_the_job = (watchdog.WATCHDOG_EXIT_STATUS, LAUNCH_REFUSED_EXIT_STATUS, RESUMABLE_EXIT_STATUS)
     while True:
-        running = {p.sentinel: p for p in processes if p.exitcode is None}
-        for sentinel in wait(list(running)) if running else []:  # until any rank ends
-            running[sentinel].join()  # its sentinel closes a moment before its exit status is there
+        # Look before waiting: a rank that ended the job already (before this call, or while the
+        # loop went round) is no longer among those waited on, and the wait would outlast the others.
         codes = {first_rank + i: p.exitcode for i, p in enumerate(processes)}
         status = next((s for s in ends_the_job if s in codes.values()), None)  # 76, then 78, then 75
         if status is None:
             try:
                 if context.join(timeout=0):
                     return
+                running = {p.sentinel: p for p in processes if p.exitcode is None}
+                for sentinel in wait(list(running)) if running else []:  # until any rank ends
+                    running[sentinel].join()  # its sentinel closes a moment before its exit status is there
                 continue
             except torch.multiprocessing.ProcessExitedException as err:
                 if err.exit_code not in ends_the_job:  # a rank that failed otherwise: torch's report
@@ -230,8 +236,7 @@ def join_ranks(context: Any, first_rank: int) -> None:
             else:
                 logger.error("rank(s) %s stopped (the reason is logged above); ending the others",
                              ", ".join(str(r) for r, c in codes.items() if c == status))
-            with contextlib.suppress(ProcessException):
-                context.join(grace_period=10)  # the others' watchdogs end them too; then SIGTERM, SIGKILL
+            end_ranks(processes, grace_s=RANK_END_GRACE_S)  # their watchdogs end them too; then SIGTERM, SIGKILL
             raise SystemExit(status)
         # A resumable stop: the other ranks stop too, and one may still be writing the stop's
         # checkpoint (minutes for a large model on a slow file system), so they are waited for,
@@ -244,6 +249,27 @@ def join_ranks(context: Any, first_rank: int) -> None:
         for process in processes:
             process.join()
         raise SystemExit(status)
+
+
+def end_ranks(processes: List[Any], grace_s: float) -> None:
+    """Give the ranks still running ``grace_s`` seconds to end, then SIGTERM, then SIGKILL, ``grace_s`` apart.
+
+    Polls each process's exit status (``waitpid`` without blocking) instead of torch's ``join``,
+    which waits on the processes' pipes and then blocks in ``waitpid`` until a rank ends on its
+    own: a rank left waiting in a collective would keep the job for as long as that wait lasts.
+    """
+    for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        running = [p for p in processes if p.is_alive()]
+        if not running:
+            return
+        if sig is not None:
+            logger.warning("ending rank process(es) %s with %s", [p.pid for p in running], sig.name)
+            for process in running:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, sig)
+        deadline = time.monotonic() + grace_s
+        while any(p.is_alive() for p in running) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def _stopped_at_once() -> None:
