@@ -25,6 +25,7 @@ import torch
 from ..augment import RollAndScale
 from ..features import SAMPLE_RATE, resample_to
 from .audio import load_audio_ranges
+from .manifest import samples_at_16k
 
 __all__ = ["read_rolled", "resampling_margin", "samples_for_16k_range"]
 
@@ -69,24 +70,24 @@ def read_rolled(
     with the gain left as the transform; any other clip gives its whole waveform with ``roll``.
     Raises AudioLoadError as :func:`~sslam_plugin.data.audio.load_audio` does.
     """
-    plan: List[Tuple[int, int, int, int]] = []  # per piece: 16 kHz start and stop, its output offset
+    plan: List[Tuple[int, int, int]] = []  # per piece: 16 kHz start and stop, its output offset
     gain: List[float] = []
 
     def choose(rate: int, frames: int, exact_seek: bool) -> Optional[Sequence[Tuple[int, int]]]:
-        total = -(-frames * SAMPLE_RATE // rate)  # the resampler's output length: the roll's N
+        total = samples_at_16k(frames, rate)  # the resampler's output length: the roll's N
         ranges16 = _kept_ranges(total, keep, roll, gain) if exact_seek and total > keep else None
         if ranges16 is None:
             return None
         reads = [samples_for_16k_range(a, b, rate, frames) for a, b in ranges16]
         if sum(last - first for first, last, _ in reads) * 2 > frames:  # a whole read costs about as much
             return None
-        plan.extend((a, b, offset, rate) for (a, b), (_, _, offset) in zip(ranges16, reads))
+        plan.extend((a, b, offset) for (a, b), (_, _, offset) in zip(ranges16, reads))
         return [(first, last) for first, last, _ in reads]
 
     pieces, sample_rate = load_audio_ranges(path, choose)
     if not plan:
         return pieces[0], sample_rate, roll
-    kept = [resample_to(piece, rate)[a - offset : b - offset] for piece, (a, b, offset, rate) in zip(pieces, plan)]
+    kept = [resample_to(piece, sample_rate)[a - offset : b - offset] for piece, (a, b, offset) in zip(pieces, plan)]
     scale = gain[0]
     return torch.cat(kept), SAMPLE_RATE, lambda waveform: waveform * scale
 
